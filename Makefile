@@ -1,0 +1,53 @@
+# Minerva: `make serve` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS_DIR ?= models
+DEFAULT_MODEL := $(MODELS_DIR)/SmolLM2-135M-Instruct-Q4_1.gguf
+EXTRA_MODEL := $(MODELS_DIR)/gemma-3-270m-Q4_K_M.gguf
+PROTOS := $(wildcard proto/minerva/v1/*.proto)
+
+.PHONY: install proto proto-check models models-extra serve serve-core serve-bridge test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate the committed gRPC/protobuf code (package-qualified imports: -I proto).
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py proto
+
+models: $(DEFAULT_MODEL)
+
+$(DEFAULT_MODEL): $(STAMP)
+	$(PY) scripts/fetch_models.py --dest $(MODELS_DIR)
+
+models-extra: $(STAMP)
+	$(PY) scripts/fetch_models.py --dest $(MODELS_DIR) --extra
+
+serve: $(STAMP) $(DEFAULT_MODEL)
+	$(PY) scripts/serve.py --models-dir $(MODELS_DIR)
+
+serve-core: $(STAMP) $(DEFAULT_MODEL)
+	$(PY) -m core --models-dir $(MODELS_DIR)
+
+serve-bridge: $(STAMP)
+	$(PY) -m rest_bridge
+
+test: $(STAMP) $(DEFAULT_MODEL) models-extra
+	$(PY) -m pytest -q -rfEs
+
+lint: $(STAMP)
+	$(PY) -m ruff check core rest_bridge scripts tests
+	$(PY) -m mypy core rest_bridge
+
+bench: $(STAMP) $(DEFAULT_MODEL)
+	$(PY) scripts/bench_core.py --models-dir $(MODELS_DIR)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Minerva core: the gRPC server that owns models and generation."""

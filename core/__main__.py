@@ -1,0 +1,92 @@
+"""`python -m core`: run the Minerva gRPC core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.server import serve
+from core.settings import DEFAULT_LISTEN, Settings, load_config
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m core", description="Minerva gRPC core")
+    p.add_argument("--config", type=Path, help="TOML config file ([server] and [[models]] tables)")
+    p.add_argument(
+        "--models-dir", type=Path, help="directory scanned for *.gguf / SafeTensors models"
+    )
+    p.add_argument("--listen", help=f"host:port (default {DEFAULT_LISTEN})")
+    p.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
+    p.add_argument("--queue-size", type=int, help="requests that may wait per model (default 16)")
+    p.add_argument("--context-size", type=int, help="default context size cap (default 8192)")
+    p.add_argument("--threads", type=int, help="CPU threads per model (default: all cores)")
+    p.add_argument(
+        "--n-gpu-layers", type=int, help="layers to offload to a GPU (-1 = all; default 0)"
+    )
+    p.add_argument("--memory-budget-mb", type=int, help="memory for loaded models (default 8192)")
+    p.add_argument(
+        "--idle-ttl", type=float, help="unload models idle this many seconds (0 = never)"
+    )
+    p.add_argument("--max-message-mb", type=int, help="largest gRPC message (default 16)")
+    p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 10)")
+    p.add_argument("--log-level", default=os.environ.get("MINERVA_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    fields = load_config(args.config) if args.config else {}
+    settings = Settings(**fields)
+    overrides = {
+        "listen": args.listen,
+        "models_dir": args.models_dir,
+        "queue_size": args.queue_size,
+        "default_context_size": args.context_size,
+        "threads": args.threads,
+        "n_gpu_layers": args.n_gpu_layers,
+        "memory_budget_mb": args.memory_budget_mb,
+        "idle_ttl_s": args.idle_ttl,
+        "max_message_mb": args.max_message_mb,
+        "shutdown_grace_s": args.shutdown_grace,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    keys = tuple(args.api_key) + tuple(
+        k for k in env.get("MINERVA_API_KEYS", "").split(",") if k.strip()
+    )
+    if keys:
+        settings = replace(settings, api_keys=tuple(k.strip() for k in keys))
+    if settings.models_dir is None and not settings.models:
+        raise ConfigError("no models: pass --models-dir and/or --config with [[models]] entries")
+    return settings
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = build_settings(args, dict(os.environ))
+        asyncio.run(_main(settings))
+    except ConfigError as exc:
+        logging.getLogger("core").error("%s", exc.message)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chat templates: turning a list of messages into one prompt string."""

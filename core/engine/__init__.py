@@ -1,0 +1,1 @@
+"""Model engines: llama.cpp generation, embeddings and tokenization off the event loop."""

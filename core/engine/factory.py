@@ -1,0 +1,72 @@
+"""Engine construction, chosen by a dict keyed on model format; memory estimates for the budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.engine.base import Engine
+from core.engine.llama_backend import LoadOptions
+from core.engine.llama_engine import LlamaEngine
+from core.errors import UnsupportedModel
+from core.metadata.types import HeaderInfo, ModelFormat
+from core.registry import ModelSpec
+
+Progress = Callable[[float], None]
+
+
+def _load_gguf(spec: ModelSpec, context_size: int, queue_size: int, progress: Progress) -> Engine:
+    opts = LoadOptions(
+        path=spec.path,
+        context_size=context_size,
+        threads=spec.threads,
+        n_gpu_layers=spec.n_gpu_layers,
+        batch_size=min(512, context_size),
+    )
+    return LlamaEngine.load(spec.id, opts, queue_size, progress)
+
+
+# Blocking loaders by format; a format missing here is metadata-only.
+LOADERS: dict[ModelFormat, Callable[[ModelSpec, int, int, Progress], Engine]] = {
+    ModelFormat.GGUF: _load_gguf,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFactory:
+    default_context_size: int
+    queue_size: int
+
+    def context_size(self, spec: ModelSpec, header: HeaderInfo) -> int:
+        """The configured size, else the trained context capped by the server default."""
+        if spec.context_size:
+            return spec.context_size
+        trained = header.metadata.context_length
+        return min(trained, self.default_context_size) if trained else self.default_context_size
+
+    def servable(self, spec: ModelSpec) -> bool:
+        return spec.format in LOADERS
+
+    def estimate_bytes(self, spec: ModelSpec, header: HeaderInfo) -> int:
+        """Weights plus an f16 KV cache for the context size (GQA-aware when the header says)."""
+        meta = header.metadata
+        arch = meta.architecture
+        heads = _int(header.scalars.get(f"{arch}.attention.head_count"))
+        kv_heads = _int(header.scalars.get(f"{arch}.attention.head_count_kv")) or heads
+        kv_width = meta.embedding_length * kv_heads // heads if heads else meta.embedding_length
+        kv_bytes = 2 * 2 * meta.layer_count * self.context_size(spec, header) * kv_width
+        return meta.file_size_bytes + kv_bytes
+
+    async def load(self, spec: ModelSpec, header: HeaderInfo, progress: Progress) -> Engine:
+        loader = LOADERS.get(spec.format)
+        if loader is None:
+            raise UnsupportedModel(
+                f"model {spec.id!r} is {spec.format.value}: no engine serves that format yet (metadata only)"
+            )
+        context = self.context_size(spec, header)
+        return await asyncio.to_thread(loader, spec, context, self.queue_size, progress)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,171 @@
+"""Sampling settings: defaults for unset fields and validation of SamplingParams before any work."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from minerva.v1 import inference_pb2
+
+from core.errors import InvalidRequest
+
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+LOGIT_BIAS_LIMIT = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Resolved sampling settings; the defaults are those documented in inference.proto."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # None: a fresh random seed per request.
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # None: until end of generation, a stop string, or a full context.
+    max_tokens: int | None = None
+    # Not hashable, unlike the rest: token id -> value added to its logit.
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0: always take the most likely token."""
+        return self.temperature == 0.0
+
+
+# (field, low, high, low inclusive): every optional float field of SamplingParams.
+_FLOAT_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
+    ("temperature", 0.0, 2.0, True),
+    ("top_p", 0.0, 1.0, True),
+    ("min_p", 0.0, 1.0, True),
+    ("repeat_penalty", 0.0, 10.0, False),
+    ("presence_penalty", -2.0, 2.0, True),
+    ("frequency_penalty", -2.0, 2.0, True),
+)
+
+
+def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
+    """Validate a request's SamplingParams and fill in defaults; InvalidRequest names the field."""
+    if p is None:
+        return Sampling()
+    values: dict[str, Any] = {}
+    for name, low, high, low_inclusive in _FLOAT_BOUNDS:
+        if p.HasField(name):
+            values[name] = _checked_float(name, getattr(p, name), low, high, low_inclusive)
+    if p.HasField("top_k"):
+        values["top_k"] = _checked_top_k(p.top_k)
+    if p.HasField("seed"):
+        values["seed"] = p.seed
+    if p.HasField("max_tokens"):
+        values["max_tokens"] = _checked_max_tokens(p.max_tokens)
+    values["stop"] = _checked_stops(p.stop)
+    values["logit_bias"] = _checked_logit_bias(p.logit_bias)
+    return Sampling(**values)
+
+
+def _float32(value: float) -> float:
+    # proto floats are float32: 0.7 arrives as 0.699999988...; keep the value the client wrote.
+    return float(str(np.float32(value)))
+
+
+def _checked_float(name: str, value: float, low: float, high: float, low_inclusive: bool) -> float:
+    above_low = value >= low if low_inclusive else value > low
+    if not (math.isfinite(value) and above_low and value <= high):
+        opening = "[" if low_inclusive else "("
+        raise InvalidRequest(
+            f"sampling.{name} must be a number in {opening}{low:g}, {high:g}], got {value}",
+            param=f"sampling.{name}",
+        )
+    return _float32(value)
+
+
+def _checked_top_k(value: int) -> int:
+    if value < 0:
+        raise InvalidRequest(
+            f"sampling.top_k must be >= 0 (0 disables), got {value}", param="sampling.top_k"
+        )
+    return value
+
+
+def _checked_max_tokens(value: int) -> int:
+    if value < 1:
+        raise InvalidRequest(
+            f"sampling.max_tokens must be >= 1, got {value}", param="sampling.max_tokens"
+        )
+    return value
+
+
+def _checked_stops(stops: Iterable[str]) -> tuple[str, ...]:
+    result = tuple(stops)
+    if len(result) > MAX_STOPS:
+        raise InvalidRequest(
+            f"sampling.stop has {len(result)} strings; at most {MAX_STOPS} are allowed",
+            param="sampling.stop",
+        )
+    for i, stop in enumerate(result):
+        if not 1 <= len(stop) <= MAX_STOP_CHARS:
+            raise InvalidRequest(
+                f"sampling.stop[{i}] must be 1..{MAX_STOP_CHARS} characters, got {len(stop)}",
+                param="sampling.stop",
+            )
+    return result
+
+
+def _checked_logit_bias(bias: Mapping[int, float]) -> dict[int, float]:
+    result: dict[int, float] = {}
+    # Sorted so the error names the same entry whatever the map's wire order.
+    for token_id, value in sorted(bias.items()):
+        if token_id < 0:
+            raise InvalidRequest(
+                f"sampling.logit_bias key {token_id} is not a token id", param="sampling.logit_bias"
+            )
+        if not (math.isfinite(value) and -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT):
+            raise InvalidRequest(
+                f"sampling.logit_bias[{token_id}] must be in [-100, 100], got {value}",
+                param="sampling.logit_bias",
+            )
+        result[int(token_id)] = _float32(value)
+    return result
+
+
+def check_token_ids(ids: Iterable[int], vocab_size: int, param: str) -> None:
+    """InvalidRequest naming the first id outside [0, vocab_size)."""
+    for token_id in ids:
+        if not 0 <= token_id < vocab_size:
+            raise InvalidRequest(
+                f"token id {token_id} is outside the vocabulary (0..{vocab_size - 1})", param=param
+            )
+
+
+def resolve_max_tokens(
+    prompt_tokens: int, max_tokens: int | None, context_size: int, *, prompt_param: str = "prompt"
+) -> int:
+    """How many tokens may be generated: the rest of the context unless max_tokens says less."""
+    if prompt_tokens >= context_size:
+        raise InvalidRequest(
+            f"prompt has {prompt_tokens} tokens but the context holds {context_size}",
+            param=prompt_param,
+        )
+    if max_tokens is None:
+        return context_size - prompt_tokens
+    if max_tokens < 1:
+        raise InvalidRequest(
+            f"sampling.max_tokens must be >= 1, got {max_tokens}", param="sampling.max_tokens"
+        )
+    if prompt_tokens + max_tokens > context_size:
+        raise InvalidRequest(
+            f"This model's context holds {context_size} tokens, but the request needs "
+            f"{prompt_tokens} prompt tokens + {max_tokens} max_tokens = "
+            f"{prompt_tokens + max_tokens}; reduce the prompt or max_tokens",
+            param="sampling.max_tokens",
+        )
+    return max_tokens

@@ -1,0 +1,106 @@
+"""Inference use cases: validate, pick the model, apply the chat template, tokenize, then stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from core.chat.templates import render_chat, validate_messages
+from core.chat.types import ChatMessage
+from core.engine.base import Engine
+from core.engine.sampling import Sampling, check_token_ids, resolve_max_tokens
+from core.engine.types import GenerationEvent, GenerationRequest
+from core.errors import InvalidRequest
+from core.manager import ModelManager
+from core.registry import Registry
+
+Prompt = str | Sequence[int]
+
+
+class Inference:
+    """What the InferenceService does, free of protobuf and gRPC."""
+
+    def __init__(self, registry: Registry, manager: ModelManager) -> None:
+        self._registry = registry
+        self._manager = manager
+
+    async def generate(
+        self, model_id: str, prompt: Prompt, *, add_special: bool, sampling: Sampling
+    ) -> AsyncIterator[GenerationEvent]:
+        arrived = time.perf_counter()
+        self._registry.get(model_id)
+        if not prompt:
+            raise InvalidRequest("prompt must not be empty", param="prompt")
+        async with self._manager.lease(model_id) as engine:
+            if isinstance(prompt, str):
+                tokens = await engine.tokenize(prompt, add_special, parse_special=False)
+            else:
+                tokens = list(prompt)
+                check_token_ids(tokens, engine.vocab_size, "prompt")
+            request = self._request(engine, tokens, sampling, arrived, "prompt")
+            async for event in engine.generate(request):
+                yield event
+
+    async def chat(
+        self, model_id: str, messages: Sequence[ChatMessage], sampling: Sampling
+    ) -> AsyncIterator[GenerationEvent]:
+        arrived = time.perf_counter()
+        spec = self._registry.get(model_id)
+        validate_messages(messages)
+        header = self._registry.header(spec)
+        async with self._manager.lease(model_id) as engine:
+            text = render_chat(
+                messages,
+                model_template=header.chat_template,
+                architecture=header.metadata.architecture,
+                override=spec.chat_template,
+                bos_token=engine.bos_text,
+                eos_token=engine.eos_text,
+            )
+            # Templates that write the BOS token themselves must not get a second one.
+            add_bos = engine.add_bos and not (engine.bos_text and text.startswith(engine.bos_text))
+            tokens = await engine.tokenize(text, add_bos, parse_special=True)
+            request = self._request(engine, tokens, sampling, arrived, "messages")
+            async for event in engine.generate(request):
+                yield event
+
+    @staticmethod
+    def _request(
+        engine: Engine, tokens: list[int], sampling: Sampling, arrived: float, prompt_param: str
+    ) -> GenerationRequest:
+        check_token_ids(sampling.logit_bias, engine.vocab_size, "sampling.logit_bias")
+        max_tokens = resolve_max_tokens(
+            len(tokens), sampling.max_tokens, engine.context_size, prompt_param=prompt_param
+        )
+        return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived)
+
+    async def embed(
+        self, model_id: str, inputs: Sequence[Prompt], *, normalize: bool
+    ) -> tuple[list[list[float]], int]:
+        """One vector per input, and the number of input tokens."""
+        self._registry.get(model_id)
+        if not inputs:
+            raise InvalidRequest("inputs must not be empty", param="inputs")
+        async with self._manager.lease(model_id) as engine:
+            token_lists = []
+            for item in inputs:
+                if isinstance(item, str):
+                    token_lists.append(await engine.tokenize(item, True, parse_special=False))
+                else:
+                    check_token_ids(item, engine.vocab_size, "inputs")
+                    token_lists.append(list(item))
+            vectors = await engine.embed(token_lists, normalize)
+        return vectors, sum(len(t) for t in token_lists)
+
+    async def tokenize(
+        self, model_id: str, text: str, *, add_special: bool, parse_special: bool
+    ) -> list[int]:
+        self._registry.get(model_id)
+        async with self._manager.lease(model_id) as engine:
+            return await engine.tokenize(text, add_special, parse_special)
+
+    async def detokenize(self, model_id: str, token_ids: Sequence[int]) -> str:
+        self._registry.get(model_id)
+        async with self._manager.lease(model_id) as engine:
+            check_token_ids(token_ids, engine.vocab_size, "token_ids")
+            return await engine.detokenize(token_ids)

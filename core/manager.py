@@ -1,0 +1,230 @@
+"""Loaded models: lazy single-flight loading, LRU eviction under a memory budget, idle TTL, pinning."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from core.engine.base import Engine
+from core.engine.factory import EngineFactory
+from core.engine.types import LoadProgress
+from core.errors import MinervaError, ModelBusy, ModelLoadError, Overloaded
+from core.registry import ModelSpec, Registry
+
+log = logging.getLogger(__name__)
+
+StateListener = Callable[
+    [str, str], None
+]  # (model id, "unloaded" | "loading" | "loaded" | "failed")
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One model's runtime state."""
+
+    spec: ModelSpec
+    engine: Engine | None = None
+    loading: asyncio.Task[Engine] | None = None
+    listeners: list[asyncio.Queue[LoadProgress]] = field(default_factory=list)
+    error: str = ""
+    leases: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    estimate: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.engine is not None:
+            return "loaded"
+        if self.loading is not None:
+            return "loading"
+        return "failed" if self.error else "unloaded"
+
+
+class ModelManager:
+    """Owns every loaded engine; the only place that loads or frees one."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        factory: EngineFactory,
+        *,
+        memory_budget_bytes: int,
+        idle_ttl_s: float,
+        on_state: StateListener | None = None,
+    ) -> None:
+        self._registry = registry
+        self._factory = factory
+        self._budget = memory_budget_bytes
+        self._ttl = idle_ttl_s
+        self._on_state = on_state or (lambda _id, _state: None)
+        self._slots: dict[str, _Slot] = {}
+        self._lock = asyncio.Lock()  # guards budget decisions: evict-then-start-load
+
+    def _slot(self, model_id: str) -> _Slot:
+        spec = self._registry.get(model_id)
+        slot = self._slots.get(model_id)
+        if slot is None or slot.spec != spec:
+            slot = self._slots[model_id] = _Slot(spec)
+        return slot
+
+    def state(self, model_id: str) -> tuple[str, str]:
+        """(load state, last error) without loading anything."""
+        slot = self._slots.get(model_id)
+        return (slot.state, slot.error) if slot else ("unloaded", "")
+
+    @contextlib.asynccontextmanager
+    async def lease(self, model_id: str) -> AsyncIterator[Engine]:
+        """The model's engine, loaded on first use, kept from eviction while the lease is held."""
+        slot = self._slot(model_id)
+        slot.leases += 1
+        try:
+            engine = await self._ensure_loaded(slot)
+            slot.last_used = time.monotonic()
+            yield engine
+        finally:
+            slot.leases -= 1
+            slot.last_used = time.monotonic()
+
+    async def load(self, model_id: str) -> AsyncIterator[LoadProgress]:
+        """Load (or join the load of) a model, yielding progress, ending with a "ready" event."""
+        slot = self._slot(model_id)
+        if slot.engine is not None:
+            yield LoadProgress("ready", 1.0, "already loaded")
+            return
+        events: asyncio.Queue[LoadProgress] = asyncio.Queue()
+        slot.listeners.append(events)
+        try:
+            task = asyncio.ensure_future(self._ensure_loaded(slot))
+            while not task.done():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            while not events.empty():
+                yield events.get_nowait()
+            task.result()
+            yield LoadProgress("ready", 1.0, "loaded")
+        finally:
+            slot.listeners.remove(events)
+
+    async def _ensure_loaded(self, slot: _Slot) -> Engine:
+        if slot.engine is not None:
+            return slot.engine
+        if slot.loading is None:
+            slot.loading = asyncio.ensure_future(self._load(slot))
+            slot.loading.add_done_callback(lambda _t: setattr(slot, "loading", None))
+        # shield: one caller giving up must not abort the load the others wait for.
+        return await asyncio.shield(slot.loading)
+
+    def _broadcast(self, slot: _Slot, event: LoadProgress) -> None:
+        for queue in slot.listeners:
+            queue.put_nowait(event)
+
+    async def _load(self, slot: _Slot) -> Engine:
+        spec = slot.spec
+        self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
+        async with self._lock:
+            header = self._registry.header(spec)  # raises InvalidModelFile for a malformed file
+            slot.estimate = self._factory.estimate_bytes(spec, header)
+            await self._make_room(slot)
+            self._on_state(spec.id, "loading")
+            loop = asyncio.get_running_loop()
+
+            def progress(value: float) -> None:
+                loop.call_soon_threadsafe(
+                    self._broadcast, slot, LoadProgress("loading_weights", value)
+                )
+
+            try:
+                engine = await self._factory.load(spec, header, progress)
+            except MinervaError as exc:
+                self._failed(slot, exc.message)
+                raise
+            except Exception as exc:
+                self._failed(slot, f"load failed: {exc}")
+                raise ModelLoadError(f"model {spec.id!r}: {slot.error}") from exc
+            slot.engine, slot.error = engine, ""
+        log.info("model %s loaded (%.0f MB)", spec.id, engine.memory_bytes / 2**20)
+        self._on_state(spec.id, "loaded")
+        return engine
+
+    def _failed(self, slot: _Slot, reason: str) -> None:
+        slot.error = reason
+        self._on_state(slot.spec.id, "failed")
+        log.warning("model %s failed to load: %s", slot.spec.id, reason)
+
+    def _used_bytes(self) -> int:
+        return sum(s.estimate for s in self._slots.values() if s.engine is not None)
+
+    async def _make_room(self, incoming: _Slot) -> None:
+        """Evict least recently used idle, unpinned models until the incoming one fits."""
+        while self._used_bytes() + incoming.estimate > self._budget:
+            victims = [
+                s
+                for s in self._slots.values()
+                if s.engine is not None
+                and not s.spec.pinned
+                and s.leases == 0
+                and not s.engine.busy
+            ]
+            if not victims:
+                if self._used_bytes() == 0:
+                    return  # a model larger than the budget may still load alone
+                raise Overloaded(
+                    f"memory budget of {self._budget // 2**20} MB is taken by models in use or pinned; "
+                    f"cannot load {incoming.spec.id!r} now"
+                )
+            victim = min(victims, key=lambda s: s.last_used)
+            log.info(
+                "evicting %s (least recently used) to load %s", victim.spec.id, incoming.spec.id
+            )
+            await self._free(victim)
+
+    async def unload(self, model_id: str) -> bool:
+        slot = self._slot(model_id)
+        if slot.engine is None:
+            return False
+        if slot.leases > 0 or slot.engine.busy:
+            raise ModelBusy(f"model {model_id!r} is serving requests; try again when they finish")
+        await self._free(slot)
+        return True
+
+    async def _free(self, slot: _Slot) -> None:
+        engine, slot.engine = slot.engine, None
+        if engine is not None:
+            await engine.close()
+            self._on_state(slot.spec.id, "unloaded")
+
+    async def load_pinned(self) -> None:
+        for spec in self._registry.specs():
+            if spec.pinned:
+                async with self.lease(spec.id):
+                    pass
+
+    async def reap_idle(self) -> list[str]:
+        """Unload models idle longer than the TTL (never pinned or busy ones)."""
+        now, freed = time.monotonic(), []
+        for slot in list(self._slots.values()):
+            idle = slot.engine is not None and slot.leases == 0 and not slot.engine.busy
+            if idle and not slot.spec.pinned and now - slot.last_used > self._ttl:
+                await self._free(slot)
+                freed.append(slot.spec.id)
+        return freed
+
+    async def run_reaper(self) -> None:
+        if self._ttl <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(self._ttl / 2, 30.0))
+            for model_id in await self.reap_idle():
+                log.info("unloaded %s after %.0f s idle", model_id, self._ttl)
+
+    async def close(self) -> None:
+        for slot in list(self._slots.values()):
+            await self._free(slot)

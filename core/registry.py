@@ -1,0 +1,144 @@
+"""The model registry: model id -> spec, from the TOML config and a scanned models directory."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ConfigError, InvalidModelFile, ModelNotFound
+from core.metadata.cache import HeaderCache
+from core.metadata.reader import detect_format
+from core.metadata.types import HeaderInfo, ModelFormat
+from core.settings import ModelOptions, Settings
+
+log = logging.getLogger(__name__)
+
+# Ids travel in URLs and health service names: no path characters.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything needed to describe and load one model."""
+
+    id: str
+    path: Path
+    format: ModelFormat
+    context_size: int | None
+    threads: int
+    n_gpu_layers: int
+    chat_template: str | None = None
+    pinned: bool = False
+    configured: bool = False
+
+
+def validate_id(model_id: str) -> str:
+    if not _ID_RE.match(model_id):
+        raise ConfigError(
+            f"invalid model id {model_id!r}: use letters, digits, '.', '_', '-', ':' (max 128)"
+        )
+    return model_id
+
+
+def id_from_path(path: Path) -> str:
+    """Derive an id from a scanned file or directory name: lower-cased stem, safe characters."""
+    stem = path.name if path.is_dir() else path.stem
+    return re.sub(r"[^a-z0-9._:-]+", "-", stem.lower()).strip("-.") or "model"
+
+
+def fingerprint(path: Path) -> str:
+    """Short digest of the file's identity (path, size, mtime): changes when the file does."""
+    st = path.stat()
+    raw = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+    return "fp_" + hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path.is_relative_to(root.resolve()) for root in roots)
+
+
+class Registry:
+    """Known models. Scans its directory again on each listing so new files show up."""
+
+    def __init__(self, settings: Settings, cache: HeaderCache | None = None) -> None:
+        self._settings = settings
+        self._cache = cache or HeaderCache()
+        self._lock = threading.Lock()
+        self._configured = {s.id: s for s in map(self._from_options, settings.models)}
+        self._scanned: dict[str, ModelSpec] = {}
+        self.rescan()
+
+    def _from_options(self, opts: ModelOptions) -> ModelSpec:
+        validate_id(opts.id)
+        resolved = opts.path.resolve()
+        roots = self._settings.allowed_roots or (
+            (self._settings.models_dir,) if self._settings.models_dir else ()
+        )
+        if not _under(resolved, roots):
+            raise ConfigError(f"model {opts.id!r}: {opts.path} is outside the allowed roots")
+        fmt = ModelFormat(opts.format) if opts.format else detect_format(resolved)
+        if fmt is None:
+            raise ConfigError(f"model {opts.id!r}: cannot tell the format of {opts.path}")
+        return self._spec(opts.id, resolved, fmt, opts)
+
+    def _spec(
+        self, model_id: str, path: Path, fmt: ModelFormat, opts: ModelOptions | None
+    ) -> ModelSpec:
+        s = self._settings
+        return ModelSpec(
+            id=model_id,
+            path=path,
+            format=fmt,
+            context_size=opts.context_size if opts and opts.context_size else None,
+            threads=opts.threads if opts and opts.threads else s.threads,
+            n_gpu_layers=opts.n_gpu_layers
+            if opts and opts.n_gpu_layers is not None
+            else s.n_gpu_layers,
+            chat_template=opts.chat_template if opts else None,
+            pinned=opts.pinned if opts else False,
+            configured=opts is not None,
+        )
+
+    def rescan(self) -> None:
+        """Pick up files added to or removed from the models directory."""
+        directory = self._settings.models_dir
+        found: dict[str, ModelSpec] = {}
+        if directory is not None and directory.is_dir():
+            for entry in sorted(directory.iterdir()):
+                fmt = detect_format(entry)
+                if fmt is None or entry.name.startswith("."):
+                    continue
+                model_id = id_from_path(entry)
+                if model_id in self._configured or model_id in found:
+                    continue
+                found[model_id] = self._spec(model_id, entry, fmt, None)
+        with self._lock:
+            self._scanned = found
+
+    def specs(self) -> list[ModelSpec]:
+        with self._lock:
+            merged = {**self._scanned, **self._configured}
+        return [merged[k] for k in sorted(merged)]
+
+    def get(self, model_id: str) -> ModelSpec:
+        with self._lock:
+            spec = self._configured.get(model_id) or self._scanned.get(model_id)
+        if spec is None:
+            raise ModelNotFound(f"model {model_id!r} not found", param="model_id")
+        return spec
+
+    def header(self, spec: ModelSpec) -> HeaderInfo:
+        """Header metadata for a model; InvalidModelFile names the model and the defect."""
+        try:
+            return self._cache.get(spec.path, spec.format)
+        except InvalidModelFile as exc:
+            raise InvalidModelFile(f"model {spec.id!r}: {exc.message}") from exc
+        except OSError as exc:
+            raise InvalidModelFile(
+                f"model {spec.id!r}: cannot read {spec.path.name}: {exc.strerror}"
+            ) from exc

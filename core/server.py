@@ -1,0 +1,129 @@
+"""Assembles the gRPC server: servicers, health, reflection, interceptors, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from minerva.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+from core.engine.factory import EngineFactory
+from core.engine.llama_backend import init_backend
+from core.inference import Inference
+from core.manager import ModelManager
+from core.registry import Registry
+from core.services.auth import AuthInterceptor
+from core.services.inference_service import InferenceServicer
+from core.services.model_service import ModelCatalog, ModelServicer
+from core.services.status import ErrorInterceptor
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def model_health_name(model_id: str) -> str:
+    """The health service name that reports one model: SERVING while it is loaded."""
+    return f"model/{model_id}"
+
+
+@dataclass
+class CoreServer:
+    """A started core; `port` is the bound port (useful with :0)."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    registry: Registry
+    manager: ModelManager
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish within `grace` seconds, free the models."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.manager.close()
+
+
+async def start(settings: Settings) -> CoreServer:
+    init_backend()
+    registry = Registry(settings)
+    factory = EngineFactory(settings.default_context_size, settings.queue_size)
+    health = health_aio.HealthServicer()
+    core: CoreServer | None = None
+
+    def on_state(model_id: str, state: str) -> None:
+        if core is not None:
+            core.spawn(
+                health.set(
+                    model_health_name(model_id), SERVING if state == "loaded" else NOT_SERVING
+                )
+            )
+
+    manager = ModelManager(
+        registry,
+        factory,
+        memory_budget_bytes=settings.memory_budget_mb * 2**20,
+        idle_ttl_s=settings.idle_ttl_s,
+        on_state=on_state,
+    )
+    limit = settings.max_message_mb * 2**20
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(settings.api_keys), ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
+    models_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(ModelCatalog(registry, manager, factory)), server
+    )
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(Inference(registry, manager), registry), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server
+    )
+    port = server.add_insecure_port(settings.listen)
+    await server.start()
+    core = CoreServer(server, port, health, registry, manager)
+    for name in ("", *SERVICES):
+        await health.set(name, SERVING)
+    for spec in registry.specs():
+        await health.set(model_health_name(spec.id), NOT_SERVING)
+    core.spawn(manager.run_reaper())
+    await manager.load_pinned()
+    return core
+
+
+async def serve(settings: Settings, stop_event: asyncio.Event) -> None:
+    core = await start(settings)
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("minerva core listening on %s:%d", host, core.port)
+    with contextlib.suppress(asyncio.CancelledError):
+        await stop_event.wait()
+    log.info("shutting down: draining for up to %.0f s", settings.shutdown_grace_s)
+    await core.stop(settings.shutdown_grace_s)
+    log.info("stopped")

@@ -1,0 +1,1 @@
+"""gRPC servicers and the translation of domain objects and errors to protobuf."""

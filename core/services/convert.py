@@ -1,0 +1,97 @@
+"""Domain objects <-> protobuf messages: pure functions, one direction each."""
+
+from __future__ import annotations
+
+from minerva.v1 import inference_pb2, models_pb2
+
+from core.chat.types import ChatMessage
+from core.engine.types import FinishReason, GenerationResult, LoadProgress, TokenChunk
+from core.metadata.types import ModelFormat, ModelMetadata
+
+_FORMATS = {
+    ModelFormat.GGUF: models_pb2.MODEL_FORMAT_GGUF,
+    ModelFormat.SAFETENSORS: models_pb2.MODEL_FORMAT_SAFETENSORS,
+}
+LOAD_STATES = {
+    "unloaded": models_pb2.LOAD_STATE_UNLOADED,
+    "loading": models_pb2.LOAD_STATE_LOADING,
+    "loaded": models_pb2.LOAD_STATE_LOADED,
+    "failed": models_pb2.LOAD_STATE_FAILED,
+}
+_STAGES = {
+    "queued": models_pb2.LOAD_STAGE_QUEUED,
+    "loading_weights": models_pb2.LOAD_STAGE_LOADING_WEIGHTS,
+    "creating_context": models_pb2.LOAD_STAGE_CREATING_CONTEXT,
+    "ready": models_pb2.LOAD_STAGE_READY,
+}
+_FINISH = {
+    FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: inference_pb2.FINISH_REASON_LENGTH,
+    FinishReason.CANCELLED: inference_pb2.FINISH_REASON_CANCELLED,
+}
+
+
+def metadata_to_pb(meta: ModelMetadata) -> models_pb2.ModelMetadata:
+    return models_pb2.ModelMetadata(
+        format=_FORMATS[meta.format],
+        architecture=meta.architecture,
+        quantization=meta.quantization,
+        file_size_bytes=meta.file_size_bytes,
+        tensor_count=meta.tensor_count,
+        layer_count=meta.layer_count,
+        embedding_length=meta.embedding_length,
+        vocab_size=meta.vocab_size,
+        context_length=meta.context_length,
+        parameter_count=meta.parameter_count,
+        has_chat_template=meta.has_chat_template,
+        name=meta.name,
+    )
+
+
+def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:
+    return models_pb2.LoadModelResponse(
+        stage=_STAGES[event.stage], progress=event.progress, message=event.message
+    )
+
+
+def chunk_fields(chunk: TokenChunk) -> inference_pb2.GenerationChunk:
+    return inference_pb2.GenerationChunk(text=chunk.text, token_ids=chunk.token_ids)
+
+
+def final_fields(result: GenerationResult, fingerprint: str) -> inference_pb2.GenerationFinal:
+    t = result.timings
+    return inference_pb2.GenerationFinal(
+        finish_reason=_FINISH[result.finish_reason],
+        usage=inference_pb2.Usage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cached_prompt_tokens=result.cached_tokens,
+        ),
+        timings=inference_pb2.Timings(
+            queue_ms=t.queue_ms,
+            time_to_first_token_ms=t.time_to_first_token_ms,
+            prompt_ms=t.prompt_ms,
+            decode_ms=t.decode_ms,
+            decode_tokens_per_second=t.decode_tokens_per_second,
+            prompt_tokens_per_second=t.prompt_tokens_per_second,
+            total_ms=t.total_ms,
+        ),
+        matched_stop=result.matched_stop,
+        fingerprint=fingerprint,
+    )
+
+
+def messages_from_pb(messages: list[inference_pb2.ChatMessage]) -> list[ChatMessage]:
+    return [ChatMessage(role=m.role, content=m.content, name=m.name) for m in messages]
+
+
+def prompt_from_pb(request: inference_pb2.GenerateRequest) -> str | list[int]:
+    if request.WhichOneof("prompt") == "token_ids":
+        return list(request.token_ids.ids)
+    return request.text
+
+
+def embed_inputs_from_pb(inputs: list[inference_pb2.EmbedInput]) -> list[str | list[int]]:
+    return [
+        list(i.token_ids.ids) if i.WhichOneof("input") == "token_ids" else i.text for i in inputs
+    ]

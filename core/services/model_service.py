@@ -1,0 +1,82 @@
+"""minerva.v1.ModelService: list, describe, load and unload models."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from minerva.v1 import models_pb2, models_pb2_grpc
+
+from core.engine.factory import EngineFactory
+from core.errors import MinervaError
+from core.manager import ModelManager
+from core.registry import ModelSpec, Registry, fingerprint
+from core.services.convert import LOAD_STATES, metadata_to_pb, progress_to_pb
+
+
+class ModelCatalog:
+    """Builds Model messages from the registry, the header cache and the manager's load states."""
+
+    def __init__(self, registry: Registry, manager: ModelManager, factory: EngineFactory) -> None:
+        self.registry = registry
+        self.manager = manager
+        self.factory = factory
+
+    def describe(self, spec: ModelSpec, *, strict: bool) -> models_pb2.Model:
+        """strict: a malformed file raises (GetModel); otherwise it is reported in `error` (List)."""
+        state, load_error = self.manager.state(spec.id)
+        model = models_pb2.Model(
+            id=spec.id,
+            load_state=LOAD_STATES[state],
+            pinned=spec.pinned,
+            n_gpu_layers=spec.n_gpu_layers,
+            servable=self.factory.servable(spec),
+            error=load_error,
+        )
+        try:
+            header = self.registry.header(spec)
+            model.fingerprint = fingerprint(spec.path)
+        except MinervaError as exc:
+            if strict:
+                raise
+            model.error = exc.message
+            model.load_state = models_pb2.LOAD_STATE_FAILED
+            return model
+        model.metadata.CopyFrom(metadata_to_pb(header.metadata))
+        model.context_size = self.factory.context_size(spec, header)
+        return model
+
+
+class ModelServicer(models_pb2_grpc.ModelServiceServicer):
+    def __init__(self, catalog: ModelCatalog) -> None:
+        self._catalog = catalog
+
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.ListModelsResponse:
+        self._catalog.registry.rescan()
+        models = [self._catalog.describe(s, strict=False) for s in self._catalog.registry.specs()]
+        return models_pb2.ListModelsResponse(models=models)
+
+    async def GetModel(
+        self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.GetModelResponse:
+        spec = self._catalog.registry.get(request.model_id)
+        return models_pb2.GetModelResponse(model=self._catalog.describe(spec, strict=True))
+
+    async def LoadModel(
+        self, request: models_pb2.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[models_pb2.LoadModelResponse]:
+        spec = self._catalog.registry.get(request.model_id)
+        async for event in self._catalog.manager.load(spec.id):
+            message = progress_to_pb(event)
+            if event.stage == "ready":
+                message.model.CopyFrom(self._catalog.describe(spec, strict=True))
+            yield message
+
+    async def UnloadModel(
+        self, request: models_pb2.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.UnloadModelResponse:
+        self._catalog.registry.get(request.model_id)
+        was_loaded = await self._catalog.manager.unload(request.model_id)
+        return models_pb2.UnloadModelResponse(was_loaded=was_loaded)

@@ -1,0 +1,98 @@
+"""The one table from domain errors to gRPC status codes, applied by a server interceptor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from core import errors
+
+log = logging.getLogger(__name__)
+
+# Trailing-metadata key naming the request field at fault, for clients to point at.
+PARAM_KEY = "minerva-param"
+# grpc's own aborts and usage errors must surface unchanged.
+_PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError)
+
+STATUS_BY_ERROR: dict[type[errors.MinervaError], grpc.StatusCode] = {
+    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.InvalidModelFile: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.UnsupportedModel: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ModelBusy: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+def status_for(exc: errors.MinervaError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        code = STATUS_BY_ERROR.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """Turn an exception escaping a handler into a status; unknown ones become a generic INTERNAL."""
+    if isinstance(exc, errors.MinervaError):
+        if exc.param:
+            context.set_trailing_metadata(((PARAM_KEY, exc.param),))
+        await context.abort(status_for(exc), exc.message)
+    log.exception("unexpected error in %s", _method_name(context), exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
+def _method_name(context: grpc.aio.ServicerContext) -> str:
+    try:
+        return str(context._rpc_event.call_details.method.decode())
+    except Exception:
+        return "rpc"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler so domain errors become their status code, once, at the boundary."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+        return handler
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    return wrapped
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    return wrapped

@@ -1,0 +1,117 @@
+"""Typed server settings, built once in main() from the command line, environment and TOML config."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOptions:
+    """Per-model settings from a `[[models]]` table; None means "use the server default"."""
+
+    id: str
+    path: Path
+    format: str | None = None
+    context_size: int | None = None
+    threads: int | None = None
+    n_gpu_layers: int | None = None
+    chat_template: str | None = None
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = DEFAULT_LISTEN
+    models_dir: Path | None = None
+    models: tuple[ModelOptions, ...] = ()
+    # Configured model paths must resolve (after symlinks) under one of these.
+    allowed_roots: tuple[Path, ...] = ()
+    # Upper bound on the context size when a model does not set one.
+    default_context_size: int = 8192
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    n_gpu_layers: int = 0
+    memory_budget_mb: int = 8192
+    idle_ttl_s: float = 900.0
+    # Requests allowed to wait per model behind the one running; more are refused at once.
+    queue_size: int = 16
+    api_keys: tuple[str, ...] = ()
+    shutdown_grace_s: float = 10.0
+    max_message_mb: int = 16
+
+
+_SERVER_KEYS = {
+    "listen": str,
+    "models_dir": Path,
+    "default_context_size": int,
+    "threads": int,
+    "n_gpu_layers": int,
+    "memory_budget_mb": int,
+    "idle_ttl_s": float,
+    "queue_size": int,
+    "shutdown_grace_s": float,
+    "max_message_mb": int,
+}
+_MODEL_KEYS = {
+    "id": str,
+    "path": str,
+    "format": str,
+    "context_size": int,
+    "threads": int,
+    "n_gpu_layers": int,
+    "chat_template": str,
+    "pinned": bool,
+}
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file into keyword arguments for Settings (paths relative to the file)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    base = path.resolve().parent
+    server = _typed(data.get("server", {}), _SERVER_KEYS, "[server]")
+    if "models_dir" in server:
+        server["models_dir"] = base / server["models_dir"]
+    roots = data.get("server", {}).get("allowed_roots", [])
+    if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+        raise ConfigError("[server] allowed_roots must be a list of paths")
+    server["allowed_roots"] = tuple(base / r for r in roots) or (base,)
+    server["models"] = tuple(_model_options(m, base) for m in data.get("models", []))
+    return server
+
+
+def _model_options(table: Any, base: Path) -> ModelOptions:
+    fields = _typed(table, _MODEL_KEYS, "[[models]]")
+    for required in ("id", "path"):
+        if required not in fields:
+            raise ConfigError(f"[[models]] entry lacks `{required}`: {table!r}")
+    fields["path"] = base / fields["path"]
+    return ModelOptions(**fields)
+
+
+def _typed(table: Any, schema: dict[str, type], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "allowed_roots" and where == "[server]":
+            continue
+        kind = schema.get(key)
+        if kind is None:
+            raise ConfigError(f"{where}: unknown key `{key}`")
+        expected = str if kind is Path else kind
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: `{key}` must be {expected.__name__}, got {value!r}")
+        out[key] = Path(str(value)) if kind is Path else value
+    return out

@@ -1,0 +1,145 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_FORMAT_UNSPECIFIED: _ClassVar[ModelFormat]
+    MODEL_FORMAT_GGUF: _ClassVar[ModelFormat]
+    MODEL_FORMAT_SAFETENSORS: _ClassVar[ModelFormat]
+
+class LoadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_STATE_UNSPECIFIED: _ClassVar[LoadState]
+    LOAD_STATE_UNLOADED: _ClassVar[LoadState]
+    LOAD_STATE_LOADING: _ClassVar[LoadState]
+    LOAD_STATE_LOADED: _ClassVar[LoadState]
+    LOAD_STATE_FAILED: _ClassVar[LoadState]
+
+class LoadStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_STAGE_UNSPECIFIED: _ClassVar[LoadStage]
+    LOAD_STAGE_QUEUED: _ClassVar[LoadStage]
+    LOAD_STAGE_LOADING_WEIGHTS: _ClassVar[LoadStage]
+    LOAD_STAGE_CREATING_CONTEXT: _ClassVar[LoadStage]
+    LOAD_STAGE_READY: _ClassVar[LoadStage]
+MODEL_FORMAT_UNSPECIFIED: ModelFormat
+MODEL_FORMAT_GGUF: ModelFormat
+MODEL_FORMAT_SAFETENSORS: ModelFormat
+LOAD_STATE_UNSPECIFIED: LoadState
+LOAD_STATE_UNLOADED: LoadState
+LOAD_STATE_LOADING: LoadState
+LOAD_STATE_LOADED: LoadState
+LOAD_STATE_FAILED: LoadState
+LOAD_STAGE_UNSPECIFIED: LoadStage
+LOAD_STAGE_QUEUED: LoadStage
+LOAD_STAGE_LOADING_WEIGHTS: LoadStage
+LOAD_STAGE_CREATING_CONTEXT: LoadStage
+LOAD_STAGE_READY: LoadStage
+
+class ModelMetadata(_message.Message):
+    __slots__ = ("format", "architecture", "quantization", "file_size_bytes", "tensor_count", "layer_count", "embedding_length", "vocab_size", "context_length", "parameter_count", "has_chat_template", "name")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAYER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    format: ModelFormat
+    architecture: str
+    quantization: str
+    file_size_bytes: int
+    tensor_count: int
+    layer_count: int
+    embedding_length: int
+    vocab_size: int
+    context_length: int
+    parameter_count: int
+    has_chat_template: bool
+    name: str
+    def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[str] = ..., quantization: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., tensor_count: _Optional[int] = ..., layer_count: _Optional[int] = ..., embedding_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., parameter_count: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LOAD_STATE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    N_GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SERVABLE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    metadata: ModelMetadata
+    load_state: LoadState
+    pinned: bool
+    context_size: int
+    n_gpu_layers: int
+    error: str
+    fingerprint: str
+    servable: bool
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class GetModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("stage", "progress", "message", "model")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    stage: LoadStage
+    progress: float
+    message: str
+    model: Model
+    def __init__(self, stage: _Optional[_Union[LoadStage, str]] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("was_loaded",)
+    WAS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    was_loaded: bool
+    def __init__(self, was_loaded: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Minerva's OpenAI-compatible REST/SSE bridge: an aiohttp app, only a gRPC client."""

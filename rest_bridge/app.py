@@ -1,0 +1,41 @@
+"""The aiohttp application factory: routes, middlewares, state and the core channel's lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from rest_bridge import chat, completions, core_client, embeddings, health, models
+from rest_bridge.app_keys import CLIENT, SETTINGS
+from rest_bridge.auth import auth_middleware
+from rest_bridge.core_client import CoreClient
+from rest_bridge.errors import error_middleware
+from rest_bridge.settings import Settings
+
+ENDPOINT_FAMILIES = (models, chat, completions, embeddings, health)
+
+
+def create_app(settings: Settings, client: CoreClient | None = None) -> web.Application:
+    """Builds the bridge; without `client` the app opens (and closes) its own channel."""
+    middlewares: list[Middleware] = [error_middleware]
+    if settings.api_keys:
+        middlewares.append(auth_middleware(settings.api_keys))
+    # aiohttp answers 413 on its own past client_max_size; error_middleware wraps it.
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    if client is not None:
+        app[CLIENT] = client
+    else:
+        app.cleanup_ctx.append(_core_channel)
+    for family in ENDPOINT_FAMILIES:
+        family.setup(app)
+    return app
+
+
+async def _core_channel(app: web.Application) -> AsyncIterator[None]:
+    client = core_client.connect(app[SETTINGS])
+    app[CLIENT] = client
+    yield
+    await client.close()

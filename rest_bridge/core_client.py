@@ -1,0 +1,64 @@
+"""The bridge's connection to the core: one gRPC channel, its stubs, and the auth metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from minerva.v1 import inference_pb2_grpc, models_pb2_grpc
+
+from rest_bridge.settings import MIB, Settings
+
+# Responses (embeddings of many inputs) can outgrow the request that asked for them.
+MIN_RECEIVE_BYTES = 64 * MIB
+# Slack over the HTTP body limit for the protobuf framing of the same content.
+SEND_OVERHEAD_BYTES = 1 * MIB
+
+
+@dataclass
+class CoreClient:
+    """Stubs for the core's services plus what every call needs; tests build it from fakes."""
+
+    address: str
+    models: Any
+    inference: Any
+    health: Any
+    metadata: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    channel: grpc.aio.Channel | None = None
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+
+
+def auth_metadata(core_api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {core_api_key}"),) if core_api_key else ()
+
+
+def channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
+    """Message limits that agree with the HTTP body limit, and a quick reconnect."""
+    return [
+        ("grpc.max_send_message_length", max_body_bytes + SEND_OVERHEAD_BYTES),
+        ("grpc.max_receive_message_length", max(MIN_RECEIVE_BYTES, 4 * max_body_bytes)),
+        # A restarted core is found again within a second instead of gRPC's default ~2 minutes.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+def connect(settings: Settings) -> CoreClient:
+    """Opens a lazy channel (no I/O until the first call); must run inside the event loop."""
+    channel = grpc.aio.insecure_channel(
+        settings.core_address, options=channel_options(settings.max_body_bytes)
+    )
+    return CoreClient(
+        address=settings.core_address,
+        models=models_pb2_grpc.ModelServiceStub(channel),
+        inference=inference_pb2_grpc.InferenceServiceStub(channel),
+        health=health_pb2_grpc.HealthStub(channel),
+        metadata=auth_metadata(settings.core_api_key),
+        channel=channel,
+    )

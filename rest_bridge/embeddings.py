@@ -1,0 +1,22 @@
+"""POST /v1/embeddings: thin handler over the core's Embed RPC."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rest_bridge import translate
+from rest_bridge.app_keys import CLIENT
+from rest_bridge.errors import translate_grpc_errors
+from rest_bridge.protocol import embed_request, parse_body
+
+
+async def create_embeddings(request: web.Request) -> web.Response:
+    pb_request, encoding = embed_request(parse_body(await request.read()))
+    client = request.app[CLIENT]
+    async with translate_grpc_errors(client.address, input_name="input"):
+        response = await client.inference.Embed(pb_request, metadata=client.metadata)
+    return web.json_response(translate.embedding_list(response, pb_request.model_id, encoding))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/embeddings", create_embeddings)

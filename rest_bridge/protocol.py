@@ -1,0 +1,355 @@
+"""Pure validation of OpenAI request bodies into protobuf requests; every error names its param."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from minerva.v1 import inference_pb2
+
+from rest_bridge.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+MAX_STOP_STRINGS = 4
+INT32_MAX = 2**31 - 1
+SEED_MODULUS = 2**32
+CHAT_ROLES = {"system": "system", "developer": "system", "user": "user",
+              "assistant": "assistant", "tool": "tool"}
+
+# Fields accepted on purpose, even when they change nothing (see _reject_unsupported).
+_SAMPLING_FIELDS = {
+    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
+    "frequency_penalty", "seed", "stop", "max_tokens", "logit_bias", "n", "logprobs",
+    "top_logprobs", "response_format", "stream", "stream_options", "user",
+}
+CHAT_FIELDS = {"model", "messages", "max_completion_tokens", *_SAMPLING_FIELDS}
+COMPLETION_FIELDS = {"model", "prompt", "echo", "best_of", "suffix", *_SAMPLING_FIELDS}
+EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
+ENCODING_FORMATS = ("float", "base64")
+
+
+@dataclass(frozen=True)
+class StreamMode:
+    """How the answer is delivered: one object, or SSE with usage in a last chunk or not."""
+
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRequest(f"request body is not valid JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise BadRequest(f"request body must be a JSON object, got {_type_name(body)}")
+    return body
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def log_unknown_fields(body: dict[str, Any], known: Iterable[str], endpoint: str) -> None:
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        log.debug("%s: ignoring unsupported fields %s", endpoint, ", ".join(unknown))
+
+
+def get_str(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"'{key}' is required", key)
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be a string, got {_type_name(value)}", key)
+    if required and not value:
+        raise BadRequest(f"'{key}' must not be empty", key)
+    return value
+
+
+def get_bool(body: dict[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"'{key}' must be a boolean, got {_type_name(value)}", key)
+    return value
+
+
+def get_number(
+    body: dict[str, Any], key: str, low: float | None = None, high: float | None = None
+) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"'{key}' must be a number, got {_type_name(value)}", key)
+    _check_range(key, value, low, high)
+    return float(value)
+
+
+def get_int(
+    body: dict[str, Any], key: str, low: int | None = None, high: int | None = None
+) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"'{key}' must be an integer, got {_type_name(value)}", key)
+    _check_range(key, value, low, high)
+    return value
+
+
+def _check_range(key: str, value: float, low: float | None, high: float | None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"<= {high}")
+        raise BadRequest(f"'{key}' must be {bounds}, got {value}", key)
+
+
+def parse_stop(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise BadRequest("'stop' must be a string or an array of strings", "stop")
+    if len(items) > MAX_STOP_STRINGS:
+        raise BadRequest(
+            f"'stop' takes at most {MAX_STOP_STRINGS} strings, got {len(items)}", "stop"
+        )
+    if any(not s for s in items):
+        raise BadRequest("'stop' strings must not be empty", "stop")
+    return items
+
+
+def parse_logit_bias(body: dict[str, Any]) -> dict[int, float]:
+    bias = body.get("logit_bias")
+    if bias is None:
+        return {}
+    if not isinstance(bias, dict):
+        raise BadRequest("'logit_bias' must be an object of token id -> bias", "logit_bias")
+    return {_token_key(key): _bias_value(key, value) for key, value in bias.items()}
+
+
+def _token_key(key: str) -> int:
+    if not key.isascii() or not key.isdigit() or int(key) > INT32_MAX:
+        raise BadRequest(f"'logit_bias' keys must be token ids, got {key!r}", "logit_bias")
+    return int(key)
+
+
+def _bias_value(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
+        raise BadRequest(
+            f"'logit_bias' values must be numbers between -100 and 100, got {value!r} for {key}",
+            "logit_bias",
+        )
+    return float(value)
+
+
+def parse_max_tokens(body: dict[str, Any]) -> int | None:
+    """max_completion_tokens (OpenAI's newer name) wins over max_tokens when both are set."""
+    newer = get_int(body, "max_completion_tokens", 1, 2**32 - 1)
+    older = get_int(body, "max_tokens", 1, 2**32 - 1)
+    return newer if newer is not None else older
+
+
+def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
+    """Every sampling field of chat and completions; unset fields stay unset for the core."""
+    _reject_unsupported(body)
+    numbers = {
+        "temperature": get_number(body, "temperature", 0, 2),
+        "top_p": get_number(body, "top_p", 0, 1),
+        "min_p": get_number(body, "min_p", 0, 1),
+        "repeat_penalty": get_number(body, "repeat_penalty", 0),
+        "presence_penalty": get_number(body, "presence_penalty", -2, 2),
+        "frequency_penalty": get_number(body, "frequency_penalty", -2, 2),
+    }
+    top_k = get_int(body, "top_k", 0, INT32_MAX)
+    seed = get_int(body, "seed")
+    sampling = inference_pb2.SamplingParams(
+        stop=parse_stop(body), logit_bias=parse_logit_bias(body)
+    )
+    for key, value in numbers.items():
+        if value is not None:
+            setattr(sampling, key, value)
+    if top_k is not None:
+        sampling.top_k = top_k
+    if seed is not None:
+        sampling.seed = seed % SEED_MODULUS
+    max_tokens = parse_max_tokens(body)
+    if max_tokens is not None:
+        sampling.max_tokens = max_tokens
+    return sampling
+
+
+def _reject_unsupported(body: dict[str, Any]) -> None:
+    """Options that would silently change the answer's shape are refused, not ignored."""
+    if get_int(body, "n") not in (None, 1):
+        raise BadRequest("only n=1 is supported", "n")
+    if body.get("logprobs") not in (None, False, 0):
+        raise BadRequest("logprobs are not supported", "logprobs")
+    if body.get("top_logprobs") not in (None, 0):
+        raise BadRequest("top_logprobs are not supported", "top_logprobs")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise BadRequest("only response_format {\"type\": \"text\"} is supported",
+                         "response_format")
+
+
+def parse_stream_mode(body: dict[str, Any]) -> StreamMode:
+    stream = bool(get_bool(body, "stream"))
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object", "stream_options")
+    include_usage = stream and bool(options and options.get("include_usage"))
+    return StreamMode(stream=stream, include_usage=include_usage)
+
+
+def parse_message(index: int, message: Any) -> inference_pb2.ChatMessage:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise BadRequest(f"{where} must be an object", where)
+    role = message.get("role")
+    if role not in CHAT_ROLES:
+        roles = ", ".join(CHAT_ROLES)
+        raise BadRequest(f"{where}.role must be one of {roles}, got {role!r}", f"{where}.role")
+    content = message_content(where, role, message.get("content"))
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest(f"{where}.name must be a string", f"{where}.name")
+    return inference_pb2.ChatMessage(role=CHAT_ROLES[role], content=content, name=name or "")
+
+
+def message_content(where: str, role: str, content: Any) -> str:
+    """A string, or text parts joined; an assistant turn that only called tools may be null."""
+    if isinstance(content, str):
+        return content
+    if content is None and role == "assistant":
+        return ""
+    if not isinstance(content, list) or not content:
+        raise BadRequest(f"{where}.content must be a string or an array of text parts",
+                         f"{where}.content")
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "text":
+            kind = part.get("type") if isinstance(part, dict) else _type_name(part)
+            raise BadRequest(f"{where}.content: only text parts are supported, got {kind!r}",
+                             f"{where}.content")
+        if not isinstance(part.get("text"), str):
+            raise BadRequest(f"{where}.content: a text part needs a string 'text'",
+                             f"{where}.content")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def parse_messages(body: dict[str, Any]) -> list[inference_pb2.ChatMessage]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", "messages")
+    return [parse_message(index, message) for index, message in enumerate(messages)]
+
+
+def chat_request(body: dict[str, Any]) -> tuple[inference_pb2.ChatRequest, StreamMode]:
+    """POST /v1/chat/completions body -> ChatRequest."""
+    log_unknown_fields(body, CHAT_FIELDS, "chat.completions")
+    request = inference_pb2.ChatRequest(
+        model_id=get_str(body, "model", required=True),
+        messages=parse_messages(body),
+        sampling=parse_sampling(body),
+    )
+    return request, parse_stream_mode(body)
+
+
+def completion_request(body: dict[str, Any]) -> tuple[inference_pb2.GenerateRequest, StreamMode]:
+    """POST /v1/completions body -> GenerateRequest (raw prompt, no chat template)."""
+    log_unknown_fields(body, COMPLETION_FIELDS, "completions")
+    if get_bool(body, "echo"):
+        raise BadRequest("echo is not supported", "echo")
+    if get_int(body, "best_of") not in (None, 1):
+        raise BadRequest("only best_of=1 is supported", "best_of")
+    if get_str(body, "suffix"):
+        raise BadRequest("suffix is not supported", "suffix")
+    request = inference_pb2.GenerateRequest(
+        model_id=get_str(body, "model", required=True), sampling=parse_sampling(body)
+    )
+    prompt = parse_prompt(body.get("prompt"))
+    if isinstance(prompt, str):
+        request.text = prompt
+    else:
+        request.token_ids.ids.extend(prompt)
+    return request, parse_stream_mode(body)
+
+
+def parse_prompt(prompt: Any) -> str | list[int]:
+    """One prompt: a string or token ids, bare or as the only item of an array."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not prompt:
+            raise BadRequest("'prompt' must not be empty", "prompt")
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+        raise BadRequest("only one prompt per request is supported", "prompt")
+    return token_ids(prompt, "prompt")
+
+
+def token_ids(value: Any, param: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"'{param}' must be a non-empty string or array of token ids", param)
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= INT32_MAX:
+            raise BadRequest(f"'{param}' token ids must be non-negative integers, got {item!r}",
+                             param)
+    return list(value)
+
+
+def embed_request(body: dict[str, Any]) -> tuple[inference_pb2.EmbedRequest, str]:
+    """POST /v1/embeddings body -> EmbedRequest, and the encoding the vectors go back in."""
+    log_unknown_fields(body, EMBEDDING_FIELDS, "embeddings")
+    if body.get("dimensions") is not None:
+        raise BadRequest("'dimensions' is not supported: vectors have the model's size",
+                         "dimensions")
+    encoding = get_str(body, "encoding_format") or "float"
+    if encoding not in ENCODING_FORMATS:
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    request = inference_pb2.EmbedRequest(
+        model_id=get_str(body, "model", required=True), inputs=embed_inputs(body.get("input"))
+    )
+    return request, encoding
+
+
+def embed_inputs(value: Any) -> list[inference_pb2.EmbedInput]:
+    """string | list[str] | list[int] | list[list[int]] -> one EmbedInput each."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise BadRequest("'input' must be a non-empty string or array", "input")
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        return [_ids_input(value)]
+    return [_one_input(item) for item in value]
+
+
+def _one_input(item: Any) -> inference_pb2.EmbedInput:
+    if isinstance(item, str):
+        if not item:
+            raise BadRequest("'input' strings must not be empty", "input")
+        return inference_pb2.EmbedInput(text=item)
+    return _ids_input(item)
+
+
+def _ids_input(ids: Any) -> inference_pb2.EmbedInput:
+    return inference_pb2.EmbedInput(token_ids=inference_pb2.TokenIds(ids=token_ids(ids, "input")))

@@ -1,0 +1,32 @@
+"""Typed, immutable settings of the bridge, built once in main() and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the bridge listens, where the core is, and which keys and limits apply."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    core_address: str = "127.0.0.1:50051"
+    # repr=False keeps keys out of any log line that prints the settings.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    core_api_key: str | None = field(default=None, repr=False)
+    max_body_mb: int = 16
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_mb * MIB
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Splits "HOST:PORT" (IPv6 hosts in brackets); raises ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,216 @@
+"""Pure builders of OpenAI response objects and stream chunks from the core's protobuf messages."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from minerva.v1 import inference_pb2, models_pb2
+
+# CANCELLED means the server cut the answer short (shutdown grace ran out): the text is
+# truncated, so clients are told "length" (as for max_tokens) rather than a natural "stop".
+FINISH_REASONS: dict[int, str] = {
+    inference_pb2.FINISH_REASON_STOP: "stop",
+    inference_pb2.FINISH_REASON_LENGTH: "length",
+    inference_pb2.FINISH_REASON_CANCELLED: "length",
+}
+OWNED_BY = "minerva"
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class ResponseIds:
+    """What every object and chunk of one answer repeats."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str, created: float) -> ResponseIds:
+        return cls(id=f"{prefix}-{uuid.uuid4().hex}", created=int(created), model=model)
+
+
+def finish_reason(reason: int) -> str:
+    return FINISH_REASONS.get(reason, "stop")
+
+
+def usage(pb: inference_pb2.Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": pb.prompt_tokens,
+        "completion_tokens": pb.completion_tokens,
+        "total_tokens": pb.prompt_tokens + pb.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": pb.cached_prompt_tokens},
+    }
+
+
+# Generation streams: Generate and Chat answer the same two events.
+GenerationEvent = inference_pb2.GenerateResponse | inference_pb2.ChatResponse
+
+
+def collect(events: Iterable[GenerationEvent]) -> tuple[str, inference_pb2.GenerationFinal]:
+    """Joins a whole stream into its text and its final message."""
+    texts: list[str] = []
+    final = inference_pb2.GenerationFinal()
+    for event in events:
+        if event.WhichOneof("event") == "chunk":
+            texts.append(event.chunk.text)
+        elif event.WhichOneof("event") == "final":
+            final = event.final
+    return "".join(texts), final
+
+
+def chat_completion(
+    ids: ResponseIds, text: str, final: inference_pb2.GenerationFinal
+) -> dict[str, Any]:
+    return {
+        "id": ids.id,
+        "object": "chat.completion",
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": final.fingerprint or None,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": finish_reason(final.finish_reason),
+        }],
+        "usage": usage(final.usage),
+    }
+
+
+def chat_chunk(
+    ids: ResponseIds,
+    delta: dict[str, Any],
+    *,
+    finish: str | None = None,
+    fingerprint: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    """One chat.completion.chunk; `usage: null` appears only when the client asked for usage."""
+    chunk: dict[str, Any] = {
+        "id": ids.id,
+        "object": "chat.completion.chunk",
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(ids: ResponseIds, obj: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
+    """The last chunk of a stream with stream_options.include_usage: no choices, only usage."""
+    return {
+        "id": ids.id,
+        "object": obj,
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": final.fingerprint or None,
+        "choices": [],
+        "usage": usage(final.usage),
+    }
+
+
+def completion(ids: ResponseIds, text: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
+    return {
+        "id": ids.id,
+        "object": "text_completion",
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": final.fingerprint or None,
+        "choices": [{
+            "index": 0,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": finish_reason(final.finish_reason),
+        }],
+        "usage": usage(final.usage),
+    }
+
+
+def completion_chunk(
+    ids: ResponseIds,
+    text: str,
+    *,
+    finish: str | None = None,
+    fingerprint: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": ids.id,
+        "object": "text_completion",
+        "created": ids.created,
+        "model": ids.model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+def model_object(model: models_pb2.Model, created: int = 0) -> dict[str, Any]:
+    """An OpenAI model object plus Minerva's header metadata (kept well under 1 KB)."""
+    meta = model.metadata
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNED_BY,
+        "minerva": {
+            "format": _enum_suffix(models_pb2.ModelFormat.Name(meta.format), "MODEL_FORMAT_"),
+            "architecture": meta.architecture,
+            "quantization": meta.quantization,
+            "file_size_mb": round(meta.file_size_bytes / MB, 1),
+            "tensor_count": meta.tensor_count,
+            "layer_count": meta.layer_count,
+            "embedding_length": meta.embedding_length,
+            "vocab_size": meta.vocab_size,
+            "context_length": meta.context_length,
+            "parameter_count": meta.parameter_count,
+            "has_chat_template": meta.has_chat_template,
+            "context_size": model.context_size,
+            "load_state": _enum_suffix(models_pb2.LoadState.Name(model.load_state), "LOAD_STATE_"),
+            "servable": model.servable,
+            "fingerprint": model.fingerprint,
+            "error": model.error[:200] or None,
+        },
+    }
+
+
+def _enum_suffix(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def model_list(models: Sequence[models_pb2.Model], created: int = 0) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(model, created) for model in models]}
+
+
+def encode_vector(values: Sequence[float], encoding: str) -> list[float] | str:
+    """float: the numbers; base64: little-endian float32 bytes, as OpenAI sends them."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+    return list(values)
+
+
+def embedding_list(
+    response: inference_pb2.EmbedResponse, model: str, encoding: str
+) -> dict[str, Any]:
+    data = [
+        {"object": "embedding", "index": index, "embedding": encode_vector(vector.values, encoding)}
+        for index, vector in enumerate(response.embeddings)
+    ]
+    tokens = response.usage.prompt_tokens
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -1,0 +1,194 @@
+"""POST /v1/chat/completions through aiohttp's test client on the fake core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient
+from minerva.v1 import inference_pb2
+
+from tests.bridge.conftest import (
+    CORE_ADDRESS,
+    FINGERPRINT,
+    MODEL_ID,
+    FakeCore,
+    MakeBridge,
+    chunk,
+    final,
+    rpc_error,
+    sse_events,
+)
+
+URL = "/v1/chat/completions"
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], **fields}
+
+
+async def test_non_streaming_chat_completion(bridge: TestClient, core: FakeCore) -> None:
+    response = await bridge.post(URL, json=body(temperature=0.2, max_tokens=8))
+    assert response.status == 200
+    data = await response.json()
+    assert data["object"] == "chat.completion"
+    assert data["id"].startswith("chatcmpl-")
+    assert data["model"] == MODEL_ID
+    assert data["system_fingerprint"] == FINGERPRINT
+    assert data["choices"][0]["message"] == {"role": "assistant", "content": "Hello there"}
+    assert data["choices"][0]["finish_reason"] == "stop"
+    assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+                             "prompt_tokens_details": {"cached_tokens": 2}}
+    sent = core.inference.requests[0]
+    assert isinstance(sent, inference_pb2.ChatRequest)
+    assert [(m.role, m.content) for m in sent.messages] == [("user", "Hi")]
+    assert sent.sampling.max_tokens == 8
+    assert core.inference.metadata == [()]
+
+
+async def test_core_key_is_sent_as_bearer_metadata(make_bridge: MakeBridge,
+                                                   core: FakeCore) -> None:
+    bridge = await make_bridge(api_keys=("k1",), core_api_key="core-key")
+    response = await bridge.post(URL, json=body(), headers={"Authorization": "Bearer k1"})
+    assert response.status == 200
+    assert core.inference.metadata == [(("authorization", "Bearer core-key"),)]
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [(inference_pb2.FINISH_REASON_LENGTH, "length"), (inference_pb2.FINISH_REASON_CANCELLED,
+                                                     "length")],
+)
+async def test_finish_reason(bridge: TestClient, core: FakeCore, reason: int,
+                             expected: str) -> None:
+    core.inference.script = [chunk("a", 1), final(reason)]
+    data = await (await bridge.post(URL, json=body())).json()
+    assert data["choices"][0]["finish_reason"] == expected
+
+
+async def test_stream_framing(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = [chunk("Hel", 1), chunk("", 2), chunk("lo", 3), final()]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    text = await response.text()
+    assert text.endswith("data: [DONE]\n\n")
+    events = sse_events(text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""}, {"content": "Hel"}, {"content": "lo"}, {}]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "stop"]
+    assert chunks[-1]["system_fingerprint"] == FINGERPRINT
+    assert all("usage" not in c for c in chunks)
+
+
+async def test_stream_with_include_usage(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = [chunk("a", 1), final(prompt=5, completion=1, cached=0)]
+    response = await bridge.post(
+        URL, json=body(stream=True, stream_options={"include_usage": True}))
+    events = sse_events(await response.text())
+    assert events[-1] == "[DONE]"
+    *choice_chunks, usage_chunk = events[:-1]
+    assert all(c["usage"] is None for c in choice_chunks)
+    assert choice_chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
+                                    "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "param"),
+    [
+        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad temp", "sampling.temperature"), 400,
+         "temperature"),
+        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "too long", "prompt"), 400, "messages"),
+        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token 99999", "sampling.logit_bias"), 400,
+         "logit_bias"),
+        (rpc_error(grpc.StatusCode.NOT_FOUND, "unknown model", "model_id"), 404, "model"),
+        (rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "bad file", "model_id"), 400, "model"),
+        (rpc_error(grpc.StatusCode.UNAUTHENTICATED, "no key"), 401, None),
+        (rpc_error(grpc.StatusCode.UNAVAILABLE, "connect failed"), 503, None),
+        (rpc_error(grpc.StatusCode.INTERNAL, "boom"), 500, None),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_error_before_first_token_keeps_its_status(
+    bridge: TestClient, core: FakeCore, error: Exception, status: int, param: str | None,
+    stream: bool,
+) -> None:
+    core.inference.script = [error]
+    response = await bridge.post(URL, json=body(stream=stream))
+    assert response.status == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    data = await response.json()
+    assert data["error"]["param"] == param
+    assert data["error"]["message"].endswith(error.details())  # type: ignore[attr-defined]
+
+
+async def test_queue_full_is_429_with_retry_after(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = [rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_unavailable_core_message_names_the_address(bridge: TestClient,
+                                                         core: FakeCore) -> None:
+    core.inference.script = [rpc_error(grpc.StatusCode.UNAVAILABLE, "refused")]
+    data = await (await bridge.post(URL, json=body())).json()
+    assert data["error"]["message"] == f"core unavailable at {CORE_ADDRESS}: refused"
+
+
+async def test_first_core_message_commits_the_stream_even_when_empty(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    # An empty chunk (a held-back token) means generation started: headers go out with it.
+    core.inference.script = [chunk("", 1), rpc_error(grpc.StatusCode.INTERNAL, "boom")]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 200
+    events = sse_events(await response.text())
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[1]["error"]["code"] == "internal_error"
+    assert events[2:] == ["[DONE]"]
+
+
+async def test_error_mid_stream_is_an_error_event_then_done(bridge: TestClient,
+                                                           core: FakeCore) -> None:
+    core.inference.script = [chunk("partial", 1),
+                             rpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed")]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 200
+    events = sse_events(await response.text())
+    assert [e["choices"][0]["delta"] for e in events[:2]] == [
+        {"role": "assistant", "content": ""}, {"content": "partial"}]
+    assert events[2] == {"error": {
+        "message": f"core unavailable at {CORE_ADDRESS}: Socket closed",
+        "type": "server_error", "param": None, "code": "core_unavailable"}}
+    assert events[3:] == ["[DONE]"]
+    assert core.inference.calls[0].cancelled.is_set()
+
+
+async def test_validation_error_never_reaches_the_core(bridge: TestClient,
+                                                      core: FakeCore) -> None:
+    response = await bridge.post(URL, json=body(temperature="hot", stream=True))
+    assert response.status == 400
+    data = await response.json()
+    assert data["error"]["param"] == "temperature"
+    assert data["error"]["type"] == "invalid_request_error"
+    assert core.inference.requests == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [(b"{oops", "not valid JSON"), (b"[]", "must be a JSON object"), (b"", "not valid JSON")],
+)
+async def test_malformed_body_is_400(bridge: TestClient, raw: bytes, fragment: str) -> None:
+    response = await bridge.post(URL, data=raw, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert fragment in (await response.json())["error"]["message"]

@@ -1,0 +1,215 @@
+"""InferenceService through a real in-process server and the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from minerva.v1 import inference_pb2 as pb
+
+from tests.conftest import DEFAULT_MODEL_ID
+from tests.core.conftest import Client
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+QUESTION = [
+    pb.ChatMessage(role="user", content="What is the capital of France? Answer in one word.")
+]
+
+
+async def collect(
+    call: grpc.aio.UnaryStreamCall,
+) -> tuple[list[pb.GenerationChunk], pb.GenerationFinal]:
+    chunks, final = [], None
+    async for message in call:
+        if message.WhichOneof("event") == "chunk":
+            assert final is None, "chunk after the final message"
+            chunks.append(message.chunk)
+        else:
+            final = message.final
+    assert final is not None, "stream ended without a final message"
+    return chunks, final
+
+
+def text_of(chunks: list[pb.GenerationChunk]) -> str:
+    return "".join(c.text for c in chunks)
+
+
+async def test_chat_streams_an_answer_with_usage_and_timings(client: Client) -> None:
+    request = pb.ChatRequest(
+        model_id=DEFAULT_MODEL_ID,
+        messages=QUESTION,
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=40),
+    )
+    chunks, final = await collect(client.inference.Chat(request))
+    assert len(chunks) >= 3
+    assert "Paris" in text_of(chunks)
+    assert final.usage.prompt_tokens > 10
+    assert final.usage.completion_tokens == sum(len(c.token_ids) for c in chunks)
+    assert final.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+    assert final.timings.time_to_first_token_ms > 0
+    assert final.timings.total_ms >= final.timings.time_to_first_token_ms
+    assert final.fingerprint.startswith("fp_")
+
+
+async def test_repeated_chat_reuses_the_cached_prompt(client: Client) -> None:
+    request = pb.ChatRequest(
+        model_id=DEFAULT_MODEL_ID,
+        messages=QUESTION,
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=4),
+    )
+    _, first = await collect(client.inference.Chat(request))
+    _, second = await collect(client.inference.Chat(request))
+    assert second.usage.cached_prompt_tokens == first.usage.prompt_tokens - 1
+
+
+async def test_generate_max_tokens_gives_length(client: Client) -> None:
+    request = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="Once upon a time",
+        sampling=pb.SamplingParams(max_tokens=5, seed=1),
+    )
+    chunks, final = await collect(client.inference.Generate(request))
+    assert final.finish_reason == pb.FINISH_REASON_LENGTH
+    assert final.usage.completion_tokens == 5
+    assert sum(len(c.token_ids) for c in chunks) == 5
+
+
+async def test_same_seed_same_text_other_seed_differs(client: Client) -> None:
+    def request(seed: int) -> pb.GenerateRequest:
+        return pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID,
+            text="My favourite animal is",
+            sampling=pb.SamplingParams(temperature=1.0, seed=seed, max_tokens=24),
+        )
+
+    a = text_of((await collect(client.inference.Generate(request(7))))[0])
+    b = text_of((await collect(client.inference.Generate(request(7))))[0])
+    others = {
+        text_of((await collect(client.inference.Generate(request(s))))[0]) for s in (8, 9, 10)
+    }
+    assert a == b
+    assert others - {a}, "three other seeds all reproduced seed 7's text"
+
+
+async def test_stop_string_ends_generation_and_is_not_returned(client: Client) -> None:
+    base = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="Count: 1, 2, 3, 4,",
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=30),
+    )
+    free = text_of((await collect(client.inference.Generate(base)))[0])
+    assert " 6" in free, free
+    base.sampling.stop.append(" 6")
+    chunks, final = await collect(client.inference.Generate(base))
+    assert final.finish_reason == pb.FINISH_REASON_STOP
+    assert final.matched_stop == " 6"
+    assert text_of(chunks) == free[: free.index(" 6")]
+
+
+async def test_token_id_prompt_and_logit_bias_ban(client: Client) -> None:
+    tokens = await client.inference.Tokenize(
+        pb.TokenizeRequest(model_id=DEFAULT_MODEL_ID, text="The sky is")
+    )
+    greedy = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        token_ids=pb.TokenIds(ids=tokens.token_ids),
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=1),
+    )
+    chunks, _ = await collect(client.inference.Generate(greedy))
+    first = chunks[0].token_ids[0]
+    greedy.sampling.logit_bias[first] = -100
+    banned, _ = await collect(client.inference.Generate(greedy))
+    assert banned[0].token_ids[0] != first
+
+
+async def test_tokenize_detokenize_round_trip(client: Client) -> None:
+    text = "Hello, world! Ünïcödé ✓"
+    tokens = await client.inference.Tokenize(
+        pb.TokenizeRequest(model_id=DEFAULT_MODEL_ID, text=text, add_special=False)
+    )
+    assert len(tokens.token_ids) > 5
+    back = await client.inference.Detokenize(
+        pb.DetokenizeRequest(model_id=DEFAULT_MODEL_ID, token_ids=tokens.token_ids)
+    )
+    assert back.text == text
+    special = await client.inference.Tokenize(
+        pb.TokenizeRequest(
+            model_id=DEFAULT_MODEL_ID, text="<|im_start|>", add_special=False, parse_special=True
+        )
+    )
+    assert len(special.token_ids) == 1
+
+
+async def test_embed_returns_unit_vectors_in_order(client: Client) -> None:
+    request = pb.EmbedRequest(
+        model_id=DEFAULT_MODEL_ID,
+        inputs=[
+            pb.EmbedInput(text="The cat sat on the mat."),
+            pb.EmbedInput(text="A cat was sitting on a rug."),
+            pb.EmbedInput(text="Quarterly revenue grew by eight percent."),
+        ],
+    )
+    response = await client.inference.Embed(request)
+    vectors = [list(e.values) for e in response.embeddings]
+    assert [len(v) for v in vectors] == [576, 576, 576]
+    for v in vectors:
+        assert sum(x * x for x in v) == pytest.approx(1.0, rel=1e-3)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+    assert response.usage.prompt_tokens > 15
+
+
+async def test_cancel_stops_the_token_loop_and_frees_the_model(client: Client) -> None:
+    # End-of-generation tokens banned: only the cancel can end this before 1000 tokens.
+    no_eog = {0: -100.0, 1: -100.0, 2: -100.0, 4: -100.0}
+    request = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="Write a very long story about dragons.",
+        sampling=pb.SamplingParams(temperature=0.7, seed=3, max_tokens=1000, logit_bias=no_eog),
+    )
+    call = client.inference.Generate(request)
+    received = 0
+    async for message in call:
+        received += len(message.chunk.token_ids)
+        if received >= 5:
+            break
+    call.cancel()
+    engine = client.core.manager._slots[DEFAULT_MODEL_ID].engine
+    assert engine is not None
+    for _ in range(200):
+        if not engine.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert not engine.busy, "token loop still running after cancel"
+    assert engine.last_result is not None
+    assert engine.last_result.finish_reason.value == "cancelled"
+    # Cancelled within a token or two of what the client saw, not after 1000.
+    assert engine.last_result.completion_tokens <= received + 3
+    after = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID, text="Hi", sampling=pb.SamplingParams(max_tokens=2)
+    )
+    _, final = await collect(client.inference.Generate(after))
+    assert final.usage.completion_tokens == 2
+    assert final.timings.queue_ms < 1000
+
+
+async def test_queue_overflow_is_resource_exhausted_at_once(client: Client) -> None:
+    request = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="Tell me everything about the sea.",
+        sampling=pb.SamplingParams(max_tokens=60, seed=1),
+    )
+    calls = [
+        client.inference.Generate(request) for _ in range(8)
+    ]  # queue_size=4: 1 running + 4 waiting
+    outcomes = await asyncio.gather(*(collect(c) for c in calls), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    served = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(served) == 5 and len(refused) == 3
+    assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+    assert all(final.usage.completion_tokens == 60 for _, final in served)
