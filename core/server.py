@@ -21,6 +21,7 @@ from core.inference import Inference
 from core.manager import ModelManager
 from core.registry import Registry
 from core.services.auth import AuthInterceptor
+from core.services.drain import DrainInterceptor
 from core.services.inference_service import InferenceServicer
 from core.services.model_service import ModelCatalog, ModelServicer
 from core.services.status import ErrorInterceptor
@@ -50,6 +51,7 @@ class CoreServer:
     health: health_aio.HealthServicer
     registry: Registry
     manager: ModelManager
+    drain: DrainInterceptor
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -60,7 +62,12 @@ class CoreServer:
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within `grace` seconds, free the models."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        self.drain.begin()
+        if not await self.drain.wait_idle(grace):
+            log.warning(
+                "grace period over: cancelling %d call(s) still in flight", self.drain.active
+            )
+        await self.server.stop(0)
         for task in list(self._tasks):
             task.cancel()
         await self.manager.close()
@@ -89,8 +96,10 @@ async def start(settings: Settings) -> CoreServer:
         on_state=on_state,
     )
     limit = settings.max_message_mb * 2**20
+    drain = DrainInterceptor()
+    # Order matters: the error interceptor wraps the drain refusal and auth is checked before work.
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(settings.api_keys), ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), drain, AuthInterceptor(settings.api_keys)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -108,7 +117,7 @@ async def start(settings: Settings) -> CoreServer:
     )
     port = server.add_insecure_port(settings.listen)
     await server.start()
-    core = CoreServer(server, port, health, registry, manager)
+    core = CoreServer(server, port, health, registry, manager, drain)
     for name in ("", *SERVICES):
         await health.set(name, SERVING)
     for spec in registry.specs():

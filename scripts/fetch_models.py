@@ -98,13 +98,13 @@ def pip_download(requirements: Iterable[str], directory: Path) -> None:
 
 def locate_wheels(requirements: list[str], download_dir: Path, wheel_dir: Path | None) -> None:
     """Make every wheel available in download_dir, from wheel_dir when given, else via pip."""
-    missing = list(requirements)
-    if wheel_dir is not None:
-        missing = [r for r in requirements if find_wheel(wheel_dir, r) is None]
-        for req in requirements:
-            found = find_wheel(wheel_dir, req)
-            if found is not None:
-                os.symlink(found.resolve(), download_dir / found.name)
+    missing = []
+    for req in requirements:
+        found = None if wheel_dir is None else find_wheel(wheel_dir, req)
+        if found is None:
+            missing.append(req)
+        else:
+            os.symlink(found.resolve(), download_dir / found.name)
     if missing:
         pip_download(missing, download_dir)
 

@@ -19,9 +19,22 @@ def main() -> int:
     parser.add_argument("--core-only", action="store_true", help="run only the gRPC core")
     args, core_extra = parser.parse_known_args()
 
-    commands = [[sys.executable, "-m", "core", "--models-dir", str(args.models_dir), "--listen", args.core, *core_extra]]
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "--models-dir",
+            str(args.models_dir),
+            "--listen",
+            args.core,
+            *core_extra,
+        ]
+    ]
     if not args.core_only:
-        commands.append([sys.executable, "-m", "rest_bridge", "--listen", args.bridge, "--core", args.core])
+        commands.append(
+            [sys.executable, "-m", "rest_bridge", "--listen", args.bridge, "--core", args.core]
+        )
     procs = [subprocess.Popen(cmd) for cmd in commands]
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

@@ -82,7 +82,7 @@ class HeaderCache:
 
     def get(self, path: Path, fmt: ModelFormat) -> HeaderInfo:
         """The header of path, read again only if a file involved changed since the last read."""
-        key = (path.resolve(), fmt)
+        key = (_resolve(path), fmt)
         current = fingerprint(key[0], fmt)
         with self._lock:
             entry = self._entries.get(key)
@@ -104,7 +104,7 @@ class HeaderCache:
             if path is None:
                 self._entries.clear()
                 return
-            resolved = path.resolve()
+            resolved = _resolve(path)
             for key in [k for k in self._entries if k[0] == resolved]:
                 del self._entries[key]
 
@@ -114,6 +114,13 @@ class HeaderCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return path.absolute()
 
 
 def _unwrap(entry: _Entry) -> HeaderInfo:

@@ -9,7 +9,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import gguf
 
@@ -93,19 +93,17 @@ class _Cursor:
             raise self.fail(f"file shrank while reading {what}", self.pos)
         self.buf += more
 
-    def unpack(self, fmt: struct.Struct, what: str) -> tuple[object, ...]:
+    def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
         self.need(fmt.size, what)
         value = fmt.unpack_from(self.buf, self.pos)
         self.pos += fmt.size
         return value
 
     def u32(self, what: str) -> int:
-        value: int = self.unpack(_U32, what)[0]  # type: ignore[assignment]
-        return value
+        return int(self.unpack(_U32, what)[0])
 
     def u64(self, what: str) -> int:
-        value: int = self.unpack(_U64, what)[0]  # type: ignore[assignment]
-        return value
+        return int(self.unpack(_U64, what)[0])
 
     def raw_string(self, what: str) -> bytes:
         start = self.pos
@@ -155,7 +153,7 @@ def _read_value(cur: _Cursor, vtype: int, key: str) -> Scalar:
     """Read one non-array value."""
     fmt = _SCALARS.get(vtype)
     if fmt is not None:
-        value: Scalar = cur.unpack(fmt, f"value of {key!r}")[0]  # type: ignore[assignment]
+        value: Scalar = cur.unpack(fmt, f"value of {key!r}")[0]
         return value
     if vtype == _VT.STRING:
         return cur.text(f"value of {key!r}", strict=False)
@@ -301,7 +299,9 @@ def _read_preamble(cur: _Cursor) -> tuple[int, int]:
     cur.pos = 4
     version = cur.u32("header")
     if version not in SUPPORTED_VERSIONS:
-        raise cur.fail(f"unsupported version {version} (supported: 2, 3)", 4)
+        swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+        hint = ", and big-endian files are not" if swapped in SUPPORTED_VERSIONS else ""
+        raise cur.fail(f"unsupported version {version} (supported: 2, 3{hint})", 4)
     tensor_count, kv_count = cur.u64("header"), cur.u64("header")
     if tensor_count > MAX_TENSORS or kv_count > MAX_KVS:
         raise cur.fail(f"absurd counts: {tensor_count} tensors, {kv_count} KV pairs", 8)
@@ -316,18 +316,18 @@ def _read_preamble(cur: _Cursor) -> tuple[int, int]:
 
 
 def _open_regular(path: Path) -> tuple[BinaryIO, int]:
-    """Open path for reading only if it is a non-empty regular file (a FIFO would block)."""
+    """Open path only if it is a non-empty regular file; return it and its size."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise InvalidModelFile(f"{path}: not a regular file")
-        fh = path.open("rb")
+        # O_NONBLOCK: opening a FIFO must not hang; regular files ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidModelFile(f"{path}: cannot open: {exc.strerror or exc}") from exc
-    size = os.fstat(fh.fileno()).st_size
-    if size == 0:
-        fh.close()
-        raise InvalidModelFile(f"{path}: invalid GGUF file: the file is empty")
-    return fh, size
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        os.close(fd)
+        what = "the file is empty" if stat.S_ISREG(st.st_mode) else "not a regular file"
+        raise InvalidModelFile(f"{path}: invalid GGUF file: {what}")
+    return os.fdopen(fd, "rb"), st.st_size
 
 
 def read_gguf(path: Path) -> HeaderInfo:

@@ -10,6 +10,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from core.errors import InvalidModelFile
 from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
@@ -24,26 +25,13 @@ MAX_HEADER_BYTES = 100 << 20
 MAX_JSON_FILE_BYTES = 64 << 20
 # Bits per element: sub-byte float formats (F4, F6) pack several elements per byte.
 DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8,
-    "U8": 8,
-    "I8": 8,
-    "F8_E5M2": 8,
-    "F8_E4M3": 8,
-    "F8_E8M0": 8,
-    "I16": 16,
-    "U16": 16,
-    "F16": 16,
-    "BF16": 16,
-    "I32": 32,
-    "U32": 32,
-    "F32": 32,
-    "I64": 64,
-    "U64": 64,
-    "F64": 64,
-    "C64": 64,
-    "F4": 4,
-    "F6_E2M3": 6,
-    "F6_E3M2": 6,
+    **dict.fromkeys(("F4",), 4),
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("F8_E4M3FNUZ", "F8_E5M2FNUZ"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64", "C64"), 64),
 }
 
 Scalar = str | int | float | bool
@@ -77,21 +65,25 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _file_size(path: Path) -> int:
-    """Size of a regular file; anything else (missing, FIFO, directory) is invalid."""
+def _open_regular(path: Path) -> tuple[BinaryIO, int]:
+    """Open a regular file (not missing, a FIFO or a directory); return it and its size."""
     try:
-        st = os.stat(path)
+        # O_NONBLOCK: opening a FIFO must not hang; regular files ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise _fail(path, f"cannot stat: {exc.strerror or exc}") from exc
+        raise _fail(path, f"cannot open: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
         raise _fail(path, "not a regular file")
-    return st.st_size
+    return os.fdopen(fd, "rb"), st.st_size
 
 
-def _read_header_json(path: Path, size: int) -> tuple[object, int]:
-    """Return the parsed JSON header and the size of the data section after it."""
+def _read_header_json(path: Path) -> tuple[object, int, int]:
+    """Return the parsed JSON header, the file size and the size of the data section."""
+    fh, size = _open_regular(path)
     try:
-        with path.open("rb") as fh:
+        with fh:
             prefix = fh.read(8)
             if len(prefix) < 8:
                 raise _fail(path, f"truncated: {size} bytes, no 8-byte header length")
@@ -105,7 +97,7 @@ def _read_header_json(path: Path, size: int) -> tuple[object, int]:
         raise _fail(path, f"read failed: {exc.strerror or exc}") from exc
     if len(raw) != length:
         raise _fail(path, "file shrank while reading the header")
-    return _parse_json(path, raw, "header"), size - 8 - length
+    return _parse_json(path, raw, "header"), size, size - 8 - length
 
 
 def _parse_json(path: Path, raw: bytes, what: str) -> object:
@@ -144,8 +136,7 @@ def _tensor_nbytes(path: Path, name: str, entry: object, data_size: int) -> tupl
 
 
 def _read_file(path: Path) -> _Summary:
-    size = _file_size(path)
-    header, data_size = _read_header_json(path, size)
+    header, size, data_size = _read_header_json(path)
     if not isinstance(header, dict):
         raise _fail(path, "header is not a JSON object")
     summary = _Summary(file_size=size)
@@ -169,23 +160,22 @@ def _metadata_scalars(path: Path, entry: object) -> dict[str, Scalar]:
 
 def _read_small(path: Path) -> bytes:
     """Read a side file (config, template) that has no business being large."""
-    size = _file_size(path)
-    if size > MAX_JSON_FILE_BYTES:
-        raise _fail(path, f"{size} bytes is too large for a configuration file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _fail(path, f"read failed: {exc.strerror or exc}") from exc
+    fh, size = _open_regular(path)
+    with fh:
+        if size > MAX_JSON_FILE_BYTES:
+            raise _fail(path, f"{size} bytes is too large for a configuration file")
+        try:
+            return fh.read(MAX_JSON_FILE_BYTES)
+        except OSError as exc:
+            raise _fail(path, f"read failed: {exc.strerror or exc}") from exc
 
 
 def _load_json_file(path: Path) -> object:
     return _parse_json(path, _read_small(path), "file")
 
 
-def _shard_path(directory: Path, index: Path, name: object) -> Path:
+def _shard_path(directory: Path, index: Path, name: str) -> Path:
     """Resolve a weight_map entry, refusing anything that would leave the directory."""
-    if not isinstance(name, str) or not name:
-        raise _fail(index, f"shard name {name!r} is not a file name")
     candidate = Path(name)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise _fail(index, f"shard {name!r} points outside the model directory")
@@ -198,28 +188,35 @@ def _shard_path(directory: Path, index: Path, name: object) -> Path:
     return directory / candidate
 
 
-def _read_sharded(directory: Path) -> _Summary:
-    index = directory / INDEX_NAME
+def _read_index(index: Path) -> tuple[dict[str, list[str]], dict[str, Scalar]]:
+    """The index's tensor names grouped by shard file name, and its scalar metadata."""
     doc = _load_json_file(index)
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise _fail(index, "no weight_map object mapping tensor names to shard files")
-    shards = {name: _shard_path(directory, index, name) for name in set(weight_map.values())}
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise _fail(index, f"shard name {shard!r} is not a file name")
+        by_shard.setdefault(shard, []).append(tensor)
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    return by_shard, _metadata_scalars(index, meta) if isinstance(meta, dict) else {}
+
+
+def _read_sharded(directory: Path) -> _Summary:
+    index = directory / INDEX_NAME
+    by_shard, scalars = _read_index(index)
     total = _Summary()
-    for shard_name in sorted(shards):
-        summary = _read_file(shards[shard_name])
-        missing = [
-            t for t, s in weight_map.items() if s == shard_name and t not in summary.tensor_names
-        ]
+    for shard_name in sorted(by_shard):
+        summary = _read_file(_shard_path(directory, index, shard_name))
+        missing = [t for t in by_shard[shard_name] if t not in summary.tensor_names]
         if missing:
             raise _fail(index, f"tensor {missing[0]!r} is not in shard {shard_name!r}")
         repeated = total.tensor_names & summary.tensor_names
         if repeated:
             raise _fail(index, f"tensor {min(repeated)!r} appears in more than one shard")
         total.add(summary)
-    meta = doc.get("metadata") if isinstance(doc, dict) else None
-    if isinstance(meta, dict):
-        total.scalars.update(_metadata_scalars(index, meta))
+    total.scalars.update(scalars)
     return total
 
 
@@ -293,9 +290,12 @@ def _weights(path: Path) -> tuple[_Summary, Path]:
 
 def read_safetensors(path: Path) -> HeaderInfo:
     """Read a SafeTensors model's metadata (file or directory); InvalidModelFile if malformed."""
-    summary, directory = _weights(path)
-    config = _read_config(directory)
-    template = _chat_template(directory)
+    try:
+        summary, directory = _weights(path)
+        config = _read_config(directory)
+        template = _chat_template(directory)
+    except OSError as exc:  # e.g. a permission error while probing for side files
+        raise _fail(path, f"cannot read: {exc.strerror or exc}") from exc
     name = config.get("_name_or_path")
     metadata = ModelMetadata(
         format=ModelFormat.SAFETENSORS,

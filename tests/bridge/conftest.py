@@ -37,7 +37,7 @@ def chunk(text: str, *ids: int) -> inference_pb2.GenerationChunk:
 
 
 def final(
-    reason: int = inference_pb2.FINISH_REASON_STOP,
+    reason: inference_pb2.FinishReason = inference_pb2.FINISH_REASON_STOP,
     prompt: int = 7,
     completion: int = 3,
     cached: int = 2,

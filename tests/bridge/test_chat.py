@@ -57,11 +57,14 @@ async def test_core_key_is_sent_as_bearer_metadata(make_bridge: MakeBridge,
 
 @pytest.mark.parametrize(
     ("reason", "expected"),
-    [(inference_pb2.FINISH_REASON_LENGTH, "length"), (inference_pb2.FINISH_REASON_CANCELLED,
-                                                     "length")],
+    [
+        (inference_pb2.FINISH_REASON_STOP, "stop"),
+        (inference_pb2.FINISH_REASON_LENGTH, "length"),
+        (inference_pb2.FINISH_REASON_CANCELLED, "length"),
+    ],
 )
-async def test_finish_reason(bridge: TestClient, core: FakeCore, reason: int,
-                             expected: str) -> None:
+async def test_finish_reason(bridge: TestClient, core: FakeCore,
+                             reason: inference_pb2.FinishReason, expected: str) -> None:
     core.inference.script = [chunk("a", 1), final(reason)]
     data = await (await bridge.post(URL, json=body())).json()
     assert data["choices"][0]["finish_reason"] == expected

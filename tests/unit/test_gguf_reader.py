@@ -190,7 +190,11 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
         r"bad magic b'GGUX' \(expected b'GGUF'\) at byte offset 0",
     ),
     ("version-1", lambda: pack(version=1), r"unsupported version 1 \(supported: 2, 3\)"),
-    ("version-big-endian", lambda: pack(version=3 << 24), r"unsupported version 50331648"),
+    (
+        "version-big-endian",
+        lambda: pack(version=3 << 24),
+        r"unsupported version 50331648 \(supported: 2, 3, and big-endian files are not\)",
+    ),
     ("truncated-magic", lambda: b"GG", r"truncated magic"),
     ("truncated-header", lambda: pack()[:20], r"truncated header"),
     (

@@ -92,6 +92,14 @@ def test_missing_file_is_cached_then_found(tmp_path: Path, reader: CountingReade
     assert cache.get(path, GGUF).metadata.layer_count == 2
 
 
+def test_symlink_loop_is_an_invalid_file(tmp_path: Path, reader: CountingReader) -> None:
+    (tmp_path / "a.gguf").symlink_to(tmp_path / "b.gguf")
+    (tmp_path / "b.gguf").symlink_to(tmp_path / "a.gguf")
+    cache = HeaderCache(read=reader)
+    with pytest.raises(InvalidModelFile, match="cannot open: Too many levels of symbolic links"):
+        cache.get(tmp_path / "a.gguf", GGUF)
+
+
 def test_lru_bound_evicts_the_least_recently_used(tmp_path: Path, reader: CountingReader) -> None:
     paths = [write_tiny_gguf(tmp_path / f"m{i}.gguf") for i in range(3)]
     cache = HeaderCache(max_entries=2, read=reader)

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,7 +309,7 @@ FILE_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         lambda p: _mkdir(p),
         r"directory holds neither model.safetensors.index.json nor",
     ),
-    ("missing", lambda p: p, r"cannot stat: No such file or directory"),
+    ("missing", lambda p: p, r"cannot open: No such file or directory"),
     ("fifo", lambda p: _fifo(p), r"not a regular file"),
 ]
 
@@ -350,16 +351,17 @@ INDEX = "model.safetensors.index.json"
 SHARD_1 = "model-00001-of-00002.safetensors"
 
 
-def _edit_index(directory: Path, edit: Callable[[dict[str, object]], object]) -> None:
+def _edit_index(directory: Path, edit: Callable[[dict[str, Any]], object]) -> None:
     doc = json.loads((directory / INDEX).read_text())
     write_json(directory / INDEX, edit(doc))
 
 
-def _point_first_tensor_at(directory: Path, shard: str) -> None:
-    def edit(doc: dict[str, object]) -> dict[str, object]:
+def _map_tensor(directory: Path, tensor: str | None, shard: object) -> None:
+    """Point one weight_map entry (the first, when tensor is None) at shard."""
+
+    def edit(doc: dict[str, Any]) -> dict[str, Any]:
         weight_map = doc["weight_map"]
-        assert isinstance(weight_map, dict)
-        weight_map[sorted(weight_map)[0]] = shard
+        weight_map[tensor or sorted(weight_map)[0]] = shard
         return doc
 
     _edit_index(directory, edit)
@@ -376,13 +378,7 @@ def _duplicate_tensor(directory: Path) -> None:
     first = sorted(tensors)[0]
     extra = {first: tensors[first], "extra.weight": np.ones(2, dtype=np.float32)}
     save_file(extra, str(directory / "extra.safetensors"))
-    _edit_index(
-        directory,
-        lambda doc: {
-            **doc,
-            "weight_map": {**doc["weight_map"], "extra.weight": "extra.safetensors"},
-        },
-    )  # type: ignore[dict-item]
+    _map_tensor(directory, "extra.weight", "extra.safetensors")
 
 
 DIR_CASES: list[tuple[str, Callable[[Path], object], str, str]] = [
@@ -402,20 +398,20 @@ DIR_CASES: list[tuple[str, Callable[[Path], object], str, str]] = [
     ),
     (
         "shard-absolute",
-        lambda d: _point_first_tensor_at(d, "/etc/passwd"),
+        lambda d: _map_tensor(d, None, "/etc/passwd"),
         INDEX,
         r"shard '/etc/passwd' points outside the model directory",
     ),
     (
         "shard-dotdot",
-        lambda d: _point_first_tensor_at(d, "../x.safetensors"),
+        lambda d: _map_tensor(d, None, "../x.safetensors"),
         INDEX,
         r"shard '../x.safetensors' points outside the model directory",
     ),
     (
         "shard-not-string",
-        lambda d: _point_first_tensor_at(d, 5),
-        INDEX,  # type: ignore[arg-type]
+        lambda d: _map_tensor(d, None, 5),
+        INDEX,
         r"shard name 5 is not a file name",
     ),
     (
@@ -428,14 +424,12 @@ DIR_CASES: list[tuple[str, Callable[[Path], object], str, str]] = [
         "shard-missing",
         lambda d: (d / SHARD_1).unlink(),
         SHARD_1,
-        r"cannot stat: No such file or directory",
+        r"cannot open: No such file or directory",
     ),
     (
         "tensor-not-in-shard",
-        lambda d: _edit_index(
-            d, lambda doc: {**doc, "weight_map": {**doc["weight_map"], "ghost.weight": SHARD_1}}
-        ),
-        INDEX,  # type: ignore[dict-item]
+        lambda d: _map_tensor(d, "ghost.weight", SHARD_1),
+        INDEX,
         rf"tensor 'ghost.weight' is not in shard '{SHARD_1}'",
     ),
     ("tensor-in-two-shards", _duplicate_tensor, INDEX, r"appears in more than one shard"),

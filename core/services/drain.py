@@ -1,0 +1,86 @@
+"""Graceful drain: count in-flight calls; once draining, refuse new ones (health checks excepted)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from core.errors import ShuttingDown
+
+_ALWAYS_OPEN = "/grpc.health.v1."
+
+
+class DrainInterceptor(grpc.aio.ServerInterceptor):
+    """Sits outermost so that a refused call never reaches auth or the servicers."""
+
+    def __init__(self) -> None:
+        self._draining = False
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def begin(self) -> None:
+        self._draining = True
+
+    async def wait_idle(self, within: float) -> bool:
+        """True when every in-flight call finished within `within` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_ALWAYS_OPEN):
+            return handler
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._stream(handler.unary_stream))
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary))
+        return handler
+
+    def _enter(self) -> None:
+        if self._draining:
+            raise ShuttingDown("the server is shutting down; retry on another instance")
+        self._active += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._active -= 1
+        if self._active == 0:
+            self._idle.set()
+
+    def _unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self._enter()
+            try:
+                return await behavior(request, context)
+            finally:
+                self._leave()
+
+        return wrapped
+
+    def _stream(
+        self, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            self._enter()
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            finally:
+                self._leave()
+
+        return wrapped

@@ -1,0 +1,173 @@
+"""`make bench` (core part): single-stream decode speed and time to first token through Minerva's gRPC
+core against in-process llama-cpp-python on the same model, threads and prompts; metadata read times."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+from minerva.v1 import inference_pb2 as pb
+from minerva.v1 import inference_pb2_grpc
+
+from scripts.bench_metadata import measure
+
+MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
+MODEL_ID = "smollm2-135m-instruct-q4_1"
+PROMPTS = [
+    "Write a long story about a dragon who learns to paint.",
+    "Explain in detail how a steam engine works.",
+    "Describe a journey across the ocean on a sailing ship.",
+    "List many facts about the planets of the solar system.",
+    "Tell me about the history of bread, step by step.",
+]
+
+
+@dataclass
+class Run:
+    ttft_ms: float
+    tokens: int
+    decode_tps: float
+
+
+def summarize(runs: list[Run]) -> tuple[float, float, int]:
+    return (
+        statistics.median(r.ttft_ms for r in runs),
+        statistics.median(r.decode_tps for r in runs),
+        sum(r.tokens for r in runs),
+    )
+
+
+def bench_llama_cpp_python(model: Path, threads: int, max_tokens: int, ctx: int) -> list[Run]:
+    from llama_cpp import Llama
+
+    llm = Llama(str(model), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    runs = []
+    for prompt in [PROMPTS[0], *PROMPTS]:  # the first run warms up and is dropped
+        start = time.perf_counter()
+        stamps = []
+        for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+            stamps.append(time.perf_counter())
+        runs.append(
+            Run(
+                (stamps[0] - start) * 1000,
+                len(stamps),
+                (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
+            )
+        )
+        llm.reset()  # no prefix reuse across prompts: same conditions as a fresh request
+    del llm
+    return runs[1:]
+
+
+async def bench_grpc(address: str, max_tokens: int) -> list[Run]:
+    runs = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        for prompt in [PROMPTS[0], *PROMPTS]:
+            request = pb.GenerateRequest(
+                model_id=MODEL_ID,
+                text=prompt,
+                sampling=pb.SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            )
+            start = time.perf_counter()
+            stamps = []
+            async for message in stub.Generate(request):
+                if message.WhichOneof("event") == "chunk" and message.chunk.token_ids:
+                    stamps.append(time.perf_counter())
+            runs.append(
+                Run(
+                    (stamps[0] - start) * 1000,
+                    len(stamps),
+                    (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
+                )
+            )
+    return runs[1:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_core(models_dir: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[str], str]:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "--models-dir",
+            str(models_dir),
+            "--listen",
+            address,
+            "--threads",
+            str(threads),
+            "--context-size",
+            str(ctx),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1]))) == 0:
+                return proc, address
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("core did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--context-size", type=int, default=2048)
+    args = parser.parse_args()
+    model = args.models_dir / MODEL_FILE
+
+    print(
+        f"model {model.name}, {args.threads} threads, {len(PROMPTS)} prompts x {args.max_tokens} tokens, greedy"
+    )
+    direct = summarize(
+        bench_llama_cpp_python(model, args.threads, args.max_tokens, args.context_size)
+    )
+    proc, address = start_core(args.models_dir, args.threads, args.context_size)
+    try:
+        via_grpc = summarize(asyncio.run(bench_grpc(address, args.max_tokens)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    print(f"\n{'single stream':<28}{'llama-cpp-python':>18}{'Minerva gRPC':>16}{'ratio':>8}")
+    print(
+        f"{'decode tokens/s (median)':<28}{direct[1]:>18.1f}{via_grpc[1]:>16.1f}{via_grpc[1] / direct[1]:>8.2f}"
+    )
+    print(
+        f"{'time to first token ms':<28}{direct[0]:>18.1f}{via_grpc[0]:>16.1f}{via_grpc[0] / direct[0]:>8.2f}"
+    )
+    print(f"{'tokens generated':<28}{direct[2]:>18d}{via_grpc[2]:>16d}")
+
+    print("\nmetadata (header) reads")
+    for name, value in measure(model).items():
+        print(f"  {name:<40}{value:>10.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

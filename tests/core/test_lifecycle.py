@@ -1,0 +1,132 @@
+"""Model lifecycle through a real server: LRU eviction, single-flight loads, idle TTL, pinning, auth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from minerva.v1 import inference_pb2 as pb
+from minerva.v1 import models_pb2
+
+from core.server import start
+from core.settings import ModelOptions
+from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH, EXTRA_MODEL_ID, EXTRA_MODEL_PATH
+from tests.core.conftest import Client, core_settings, make_models_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two_models(tmp_path: Path) -> AsyncIterator[Client]:
+    # Budget fits either model (about 139 and 264 MB with their caches) but not both.
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH, EXTRA_MODEL_PATH)
+    core = await start(core_settings(models_dir, memory_budget_mb=350))
+    client = Client(core)
+    yield client
+    await client.channel.close()
+    await core.stop(0)
+
+
+def state(client: Client) -> dict[str, str]:
+    return {mid: client.core.manager.state(mid)[0] for mid in (DEFAULT_MODEL_ID, EXTRA_MODEL_ID)}
+
+
+async def generate(client: Client, model_id: str, tokens: int = 2) -> pb.GenerationFinal:
+    request = pb.GenerateRequest(
+        model_id=model_id, text="Hello", sampling=pb.SamplingParams(max_tokens=tokens)
+    )
+    final = None
+    async for message in client.inference.Generate(request):
+        if message.WhichOneof("event") == "final":
+            final = message.final
+    assert final is not None
+    return final
+
+
+async def test_lru_eviction_under_the_memory_budget(two_models: Client) -> None:
+    await generate(two_models, DEFAULT_MODEL_ID)
+    assert state(two_models) == {DEFAULT_MODEL_ID: "loaded", EXTRA_MODEL_ID: "unloaded"}
+    final = await generate(two_models, EXTRA_MODEL_ID)
+    assert final.usage.completion_tokens == 2
+    assert state(two_models) == {DEFAULT_MODEL_ID: "unloaded", EXTRA_MODEL_ID: "loaded"}
+    listed = await two_models.models.ListModels(models_pb2.ListModelsRequest())
+    states = {m.id: m.load_state for m in listed.models}
+    assert states[EXTRA_MODEL_ID] == models_pb2.LOAD_STATE_LOADED
+    assert states[DEFAULT_MODEL_ID] == models_pb2.LOAD_STATE_UNLOADED
+
+
+async def test_concurrent_first_requests_load_once(
+    two_models: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = two_models.core.manager._factory
+    loads: list[str] = []
+    original = type(factory).load
+
+    async def counting(self: object, spec: object, header: object, progress: object) -> object:
+        loads.append(spec.id)  # type: ignore[attr-defined]
+        return await original(factory, spec, header, progress)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(factory), "load", counting)
+    finals = await asyncio.gather(*(generate(two_models, DEFAULT_MODEL_ID) for _ in range(3)))
+    assert [f.usage.completion_tokens for f in finals] == [2, 2, 2]
+    assert loads == [DEFAULT_MODEL_ID]
+
+
+async def test_idle_models_are_reaped_but_pinned_ones_stay(tmp_path: Path) -> None:
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    pinned = ModelOptions(id="pinned-smol", path=DEFAULT_MODEL_PATH, pinned=True)
+    settings = core_settings(
+        models_dir, models=(pinned,), allowed_roots=(DEFAULT_MODEL_PATH.parent,), idle_ttl_s=0.05
+    )
+    core = await start(settings)
+    client = Client(core)
+    try:
+        assert core.manager.state("pinned-smol")[0] == "loaded"  # pinned: loaded at start-up
+        await generate(client, DEFAULT_MODEL_ID)
+        # The server's own reaper task unloads it once idle past the TTL.
+        for _ in range(100):
+            if core.manager.state(DEFAULT_MODEL_ID)[0] == "unloaded":
+                break
+            await asyncio.sleep(0.02)
+        assert core.manager.state(DEFAULT_MODEL_ID)[0] == "unloaded"
+        assert core.manager.state("pinned-smol")[0] == "loaded"
+    finally:
+        await client.channel.close()
+        await core.stop(0)
+
+
+async def test_api_keys_required_on_calls_but_not_health(tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    core = await start(core_settings(models_dir, api_keys=("k-one", "k-two")))
+    client = Client(core)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.models.ListModels(models_pb2.ListModelsRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.models.ListModels(
+                models_pb2.ListModelsRequest(), metadata=(("authorization", "Bearer nope"),)
+            )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        stream = client.inference.Generate(pb.GenerateRequest(model_id=DEFAULT_MODEL_ID, text="Hi"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stream:
+                pass
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = await client.models.ListModels(
+            models_pb2.ListModelsRequest(), metadata=(("authorization", "Bearer k-two"),)
+        )
+        assert {m.id for m in ok.models} == {DEFAULT_MODEL_ID, "corrupt"}
+        health = await health_pb2_grpc.HealthStub(client.channel).Check(
+            health_pb2.HealthCheckRequest()
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await client.channel.close()
+        await core.stop(0)
