@@ -27,7 +27,9 @@ models: $(DEFAULT_MODEL)
 $(DEFAULT_MODEL): $(STAMP)
 	$(PY) scripts/fetch_models.py --dest $(MODELS_DIR)
 
-models-extra: $(STAMP)
+models-extra: $(EXTRA_MODEL)
+
+$(EXTRA_MODEL): $(STAMP)
 	$(PY) scripts/fetch_models.py --dest $(MODELS_DIR) --extra
 
 serve: $(STAMP) $(DEFAULT_MODEL)
@@ -39,8 +41,9 @@ serve-core: $(STAMP) $(DEFAULT_MODEL)
 serve-bridge: $(STAMP)
 	$(PY) -m rest_bridge
 
-test: $(STAMP) $(DEFAULT_MODEL) models-extra
+test: $(STAMP) $(DEFAULT_MODEL) $(EXTRA_MODEL)
 	$(PY) -m pytest -q -rfEs
+	$(MAKE) --no-print-directory lint
 
 lint: $(STAMP)
 	$(PY) -m ruff check core rest_bridge scripts tests

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from rest_bridge.errors import ApiError
+from rest_bridge.errors import ApiError, error_body
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ async def _write_rest(
     try:
         async for event in events:
             await response.write(encode_event(event))
+        return
     except ApiError as error:
         log.info("stream ended by an error after headers: %s %s", error.status, error.message)
-        await response.write(encode_event(error.body()))
+        body = error.body()
+    except ConnectionResetError:
+        raise  # the client is gone: nothing more to tell it
+    except Exception:
+        log.exception("stream failed after headers were sent")
+        body = error_body("internal error in the bridge", "server_error", None, "internal_error")
+    await response.write(encode_event(body))

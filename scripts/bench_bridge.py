@@ -167,16 +167,22 @@ async def run_load(path: str, clients: int, stream: StreamFn) -> Row:
     return Row(clients, path, sum(r.tokens for r in results), wall, mean_ttft)
 
 
-async def measure(paths: dict[str, StreamFn], client_counts: Sequence[int]) -> list[Row]:
-    rows = []
+async def measure(paths: dict[str, StreamFn], client_counts: Sequence[int],
+                  rounds: int) -> list[Row]:
+    """Best of `rounds` per (clients, path): other work on a shared box only ever slows a run."""
     for warm_up in paths.values():
         await warm_up(PROMPTS[0])  # loads the model, fills caches
-    for clients in client_counts:
-        for name, stream in paths.items():
-            row = await run_load(name, clients, stream)
-            print(f"  {clients} client(s) via {name}: {row.tok_per_s:.1f} tok/s", flush=True)
-            rows.append(row)
-    return rows
+    best: dict[tuple[int, str], Row] = {}
+    for round_no in range(1, rounds + 1):
+        for clients in client_counts:
+            for name, stream in paths.items():
+                row = await run_load(name, clients, stream)
+                print(f"  round {round_no}: {clients} client(s) via {name}: "
+                      f"{row.tok_per_s:.1f} tok/s", flush=True)
+                key = (clients, name)
+                if key not in best or row.tok_per_s > best[key].tok_per_s:
+                    best[key] = row
+    return list(best.values())
 
 
 def http_paths(session: aiohttp.ClientSession, bridge_url: str | None, llama_url: str | None,
@@ -208,7 +214,7 @@ async def bench(args: argparse.Namespace, core_port: int, bridge_port: int,
                            f"http://127.0.0.1:{llama_port}/v1/completions" if llama_port else None,
                            model, args.tokens)
         paths = {"gRPC direct": lambda p: stream_grpc(stub, model, p, args.tokens), **paths}
-        return await measure(paths, args.clients)
+        return await measure(paths, args.clients, args.rounds)
 
 
 # --- servers and report -------------------------------------------------------------------------
@@ -281,6 +287,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=96, help="max_tokens per stream")
     parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4, 8], help="comma-separated concurrency levels")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
     parser.add_argument("--skip-llama-server", action="store_true")
     return parser.parse_args(argv)
 
@@ -293,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         servers, core_port, bridge_port, llama_port = start_servers(args, Path(tmp))
         try:
-            print(f"model {args.model.name}, {args.threads} threads, {args.tokens} tokens/stream")
+            print(f"model {args.model.name}, {args.threads} threads, {args.tokens} tokens/stream, "
+                  f"best of {args.rounds} rounds")
             rows = asyncio.run(bench(args, core_port, bridge_port, llama_port))
         finally:
             for server in reversed(servers):

@@ -195,3 +195,27 @@ async def test_malformed_body_is_400(bridge: TestClient, raw: bytes, fragment: s
     response = await bridge.post(URL, data=raw, headers={"Content-Type": "application/json"})
     assert response.status == 400
     assert fragment in (await response.json())["error"]["message"]
+
+
+async def test_unexpected_failure_mid_stream_is_a_generic_error_event(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    core.inference.script = [chunk("partial", 1), RuntimeError("bug with secret details")]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 200
+    events = sse_events(await response.text())
+    assert events[-2] == {"error": {"message": "internal error in the bridge",
+                                    "type": "server_error", "param": None,
+                                    "code": "internal_error"}}
+    assert events[-1] == "[DONE]"
+
+
+async def test_unexpected_failure_before_headers_is_a_500_envelope(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    core.inference.script = [RuntimeError("bug with secret details")]
+    response = await bridge.post(URL, json=body(stream=True))
+    assert response.status == 500
+    error = (await response.json())["error"]
+    assert error["message"] == "internal error in the bridge"
+    assert "secret" not in await response.text()

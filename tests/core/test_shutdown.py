@@ -87,6 +87,9 @@ async def test_sigterm_drains_in_flight_streams_then_exits(tmp_path: Path) -> No
                     pb.TokenizeRequest(model_id=DEFAULT_MODEL_ID, text="hi"), timeout=5
                 )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (refused.value.details() or "")
+            status = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
             tokens = len(first.chunk.token_ids)
             final = None
             while (message := await stream.read()) is not grpc.aio.EOF:
@@ -95,8 +98,6 @@ async def test_sigterm_drains_in_flight_streams_then_exits(tmp_path: Path) -> No
                 else:
                     final = message.final
             assert final is not None and final.usage.completion_tokens == 120 == tokens
-            status = await health.Check(health_pb2.HealthCheckRequest(service=""))
-            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         if proc.poll() is None:
