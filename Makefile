@@ -50,7 +50,9 @@ lint: $(STAMP)
 	$(PY) -m mypy core rest_bridge
 
 bench: $(STAMP) $(DEFAULT_MODEL)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) scripts/bench_core.py --models-dir $(MODELS_DIR)
+	$(PY) scripts/bench_bridge.py --model $(DEFAULT_MODEL)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,12 +24,13 @@ from scripts.bench_metadata import measure
 
 MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 MODEL_ID = "smollm2-135m-instruct-q4_1"
+# Openings the model continues at length (greedy decoding on both sides: identical tokens).
 PROMPTS = [
     "Write a long story about a dragon who learns to paint.",
     "Explain in detail how a steam engine works.",
-    "Describe a journey across the ocean on a sailing ship.",
-    "List many facts about the planets of the solar system.",
-    "Tell me about the history of bread, step by step.",
+    "Once upon a time, in a small village by the sea, there lived",
+    "The history of bread begins thousands of years ago, when",
+    "Here is a detailed guide to growing tomatoes at home. First,",
 ]
 
 
