@@ -1,9 +1,8 @@
-"""Streaming load through the REST bridge, straight through gRPC, and llama_cpp.server; one table.
+"""Streaming load through the REST bridge, straight through gRPC, and llama_cpp.server; one table."""
 
-Every path serves the same model with the same threads: 1, 4 and 8 concurrent clients, each with
-its own prompt, temperature 0, repeat_penalty 1 (llama_cpp.server defaults to 1.1), max_tokens 96
-(actual tokens are counted, not assumed). Servers are started and stopped here, loopback only.
-"""
+# Every path serves the same model with the same threads: 1, 4 and 8 concurrent clients, each with
+# its own prompt, temperature 0, repeat_penalty 1 (llama_cpp.server defaults to 1.1), max_tokens 96
+# (actual tokens are counted, not assumed). Servers are started and stopped here, loopback only.
 
 from __future__ import annotations
 
@@ -280,7 +279,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--context", type=int, default=2048, help="context size on both servers")

@@ -1,0 +1,1 @@
+"""Bridge tests: the aiohttp app on fake core stubs, and its own channel on fake servers."""

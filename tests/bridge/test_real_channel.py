@@ -1,5 +1,4 @@
-"""The bridge's own channel against a real grpc.aio server with fake servicers: metadata,
-trailing-metadata params, cancellation on disconnect, core down and back."""
+"""The bridge's own channel against a real grpc.aio server with fake servicers (no model)."""
 
 from __future__ import annotations
 

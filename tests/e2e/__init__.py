@@ -1,0 +1,1 @@
+"""End-to-end tests: the real core and bridge processes driven by the openai SDK."""
