@@ -130,3 +130,28 @@ async def test_api_keys_required_on_calls_but_not_health(tmp_path: Path) -> None
     finally:
         await client.channel.close()
         await core.stop(0)
+
+
+async def test_safetensors_models_are_listed_but_not_servable(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    save_file({"w": np.zeros((4, 8), dtype=np.float16)}, str(models_dir / "tiny.safetensors"))
+    core = await start(core_settings(models_dir))
+    client = Client(core)
+    try:
+        got = await client.models.GetModel(models_pb2.GetModelRequest(model_id="tiny"))
+        assert got.model.metadata.format == models_pb2.MODEL_FORMAT_SAFETENSORS
+        assert (got.model.metadata.parameter_count, got.model.metadata.quantization) == (32, "F16")
+        assert not got.model.servable
+        call = client.inference.Generate(pb.GenerateRequest(model_id="tiny", text="Hi"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no engine" in (err.value.details() or "")
+        assert (await generate(client, DEFAULT_MODEL_ID)).usage.completion_tokens == 2
+    finally:
+        await client.channel.close()
+        await core.stop(0)
