@@ -40,6 +40,18 @@ class Run:
     tokens: int
     decode_tps: float
 
+    @classmethod
+    def timed(cls, start: float, stamps: list[float]) -> Run:
+        """From the request's start and the arrival time of each token."""
+        if not stamps:
+            raise SystemExit("a benchmark prompt produced no tokens")
+        decode_s = stamps[-1] - stamps[0]
+        return cls(
+            (stamps[0] - start) * 1000,
+            len(stamps),
+            (len(stamps) - 1) / decode_s if decode_s else 0.0,
+        )
+
 
 def summarize(runs: list[Run]) -> tuple[float, float, int]:
     return (
@@ -59,13 +71,7 @@ def bench_llama_cpp_python(model: Path, threads: int, max_tokens: int, ctx: int)
         stamps = []
         for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
             stamps.append(time.perf_counter())
-        runs.append(
-            Run(
-                (stamps[0] - start) * 1000,
-                len(stamps),
-                (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
-            )
-        )
+        runs.append(Run.timed(start, stamps))
         llm.reset()  # no prefix reuse across prompts: same conditions as a fresh request
     del llm
     return runs[1:]
@@ -86,13 +92,7 @@ async def bench_grpc(address: str, max_tokens: int) -> list[Run]:
             async for message in stub.Generate(request):
                 if message.WhichOneof("event") == "chunk" and message.chunk.token_ids:
                     stamps.append(time.perf_counter())
-            runs.append(
-                Run(
-                    (stamps[0] - start) * 1000,
-                    len(stamps),
-                    (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
-                )
-            )
+            runs.append(Run.timed(start, stamps))
     return runs[1:]
 
 
