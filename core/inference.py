@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from core.chat.templates import render_chat, validate_messages
 from core.chat.types import ChatMessage
@@ -15,6 +17,8 @@ from core.manager import ModelManager
 from core.registry import Registry
 
 Prompt = str | Sequence[int]
+# OpenAI's own limit on inputs per embeddings request.
+MAX_EMBED_INPUTS = 2048
 
 
 class Inference:
@@ -26,7 +30,7 @@ class Inference:
 
     async def generate(
         self, model_id: str, prompt: Prompt, *, add_special: bool, sampling: Sampling
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
         if not prompt:
@@ -38,16 +42,17 @@ class Inference:
                 tokens = list(prompt)
                 check_token_ids(tokens, engine.vocab_size, "prompt")
             request = self._request(engine, tokens, sampling, arrived, "prompt")
-            async for event in engine.generate(request):
-                yield event
+            async with contextlib.aclosing(engine.generate(request)) as events:
+                async for event in events:
+                    yield event
 
     async def chat(
         self, model_id: str, messages: Sequence[ChatMessage], sampling: Sampling
-    ) -> AsyncIterator[GenerationEvent]:
+    ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         spec = self._registry.get(model_id)
         validate_messages(messages)
-        header = self._registry.header(spec)
+        header = await asyncio.to_thread(self._registry.header, spec)
         async with self._manager.lease(model_id) as engine:
             text = render_chat(
                 messages,
@@ -61,18 +66,25 @@ class Inference:
             add_bos = engine.add_bos and not (engine.bos_text and text.startswith(engine.bos_text))
             tokens = await engine.tokenize(text, add_bos, parse_special=True)
             request = self._request(engine, tokens, sampling, arrived, "messages")
-            async for event in engine.generate(request):
-                yield event
+            async with contextlib.aclosing(engine.generate(request)) as events:
+                async for event in events:
+                    yield event
 
     @staticmethod
     def _request(
         engine: Engine, tokens: list[int], sampling: Sampling, arrived: float, prompt_param: str
     ) -> GenerationRequest:
+        if not tokens:  # e.g. a template that renders nothing for a vocabulary without BOS
+            raise InvalidRequest(f"the {prompt_param} produced no tokens", param=prompt_param)
         check_token_ids(sampling.logit_bias, engine.vocab_size, "sampling.logit_bias")
         max_tokens = resolve_max_tokens(
             len(tokens), sampling.max_tokens, engine.context_size, prompt_param=prompt_param
         )
         return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived)
+
+    def fingerprint(self, model_id: str) -> str:
+        """Identifies the file the loaded model came from."""
+        return self._manager.fingerprint(model_id)
 
     async def embed(
         self, model_id: str, inputs: Sequence[Prompt], *, normalize: bool
@@ -81,6 +93,10 @@ class Inference:
         self._registry.get(model_id)
         if not inputs:
             raise InvalidRequest("inputs must not be empty", param="inputs")
+        if len(inputs) > MAX_EMBED_INPUTS:
+            raise InvalidRequest(
+                f"{len(inputs)} inputs; at most {MAX_EMBED_INPUTS} per request", param="inputs"
+            )
         async with self._manager.lease(model_id) as engine:
             token_lists = []
             for item in inputs:

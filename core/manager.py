@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from core.engine.base import Engine
 from core.engine.factory import EngineFactory
 from core.engine.types import LoadProgress
-from core.errors import MinervaError, ModelBusy, ModelLoadError, Overloaded
-from core.registry import ModelSpec, Registry
+from core.errors import MinervaError, ModelBusy, ModelLoadError, Overloaded, UnsupportedModel
+from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class _Slot:
     leases: int = 0
     last_used: float = field(default_factory=time.monotonic)
     estimate: int = 0
+    fingerprint: str = ""
 
     @property
     def state(self) -> str:
@@ -67,9 +68,16 @@ class ModelManager:
     def _slot(self, model_id: str) -> _Slot:
         spec = self._registry.get(model_id)
         slot = self._slots.get(model_id)
-        if slot is None or slot.spec != spec:
+        idle = slot is not None and slot.engine is None and slot.loading is None and not slot.leases
+        # A changed spec (file replaced, config edited) applies once the old model is unloaded.
+        if slot is None or (slot.spec != spec and idle):
             slot = self._slots[model_id] = _Slot(spec)
         return slot
+
+    def fingerprint(self, model_id: str) -> str:
+        """The fingerprint of the file the loaded model came from ("" when not loaded)."""
+        slot = self._slots.get(model_id)
+        return slot.fingerprint if slot else ""
 
     def state(self, model_id: str) -> tuple[str, str]:
         """(load state, last error) without loading anything."""
@@ -97,20 +105,23 @@ class ModelManager:
             return
         events: asyncio.Queue[LoadProgress] = asyncio.Queue()
         slot.listeners.append(events)
+        task = asyncio.ensure_future(self._ensure_loaded(slot))
+        # Retrieved here when this caller goes away early; the shared load goes on regardless.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        getter: asyncio.Future[LoadProgress] | None = None
         try:
-            task = asyncio.ensure_future(self._ensure_loaded(slot))
             while not task.done():
                 getter = asyncio.ensure_future(events.get())
                 await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
                     yield getter.result()
-                else:
-                    getter.cancel()
             while not events.empty():
                 yield events.get_nowait()
             task.result()
             yield LoadProgress("ready", 1.0, "loaded")
         finally:
+            if getter is not None:
+                getter.cancel()
             slot.listeners.remove(events)
 
     async def _ensure_loaded(self, slot: _Slot) -> Engine:
@@ -128,31 +139,41 @@ class ModelManager:
 
     async def _load(self, slot: _Slot) -> Engine:
         spec = slot.spec
-        self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
-        async with self._lock:
-            header = self._registry.header(spec)  # raises InvalidModelFile for a malformed file
-            slot.estimate = self._factory.estimate_bytes(spec, header)
-            await self._make_room(slot)
-            self._on_state(spec.id, "loading")
-            loop = asyncio.get_running_loop()
-
-            def progress(value: float) -> None:
-                loop.call_soon_threadsafe(
-                    self._broadcast, slot, LoadProgress("loading_weights", value)
+        try:
+            if not self._factory.servable(spec):  # before evicting anything for it
+                raise UnsupportedModel(
+                    f"model {spec.id!r} is {spec.format.value}: no engine serves that format yet "
+                    "(metadata only)"
                 )
-
-            try:
-                engine = await self._factory.load(spec, header, progress)
-            except MinervaError as exc:
-                self._failed(slot, exc.message)
-                raise
-            except Exception as exc:
-                self._failed(slot, f"load failed: {exc}")
-                raise ModelLoadError(f"model {spec.id!r}: {slot.error}") from exc
-            slot.engine, slot.error = engine, ""
+            self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
+            async with self._lock:
+                engine = await self._load_locked(slot)
+        except MinervaError as exc:
+            self._failed(slot, exc.message)
+            raise
+        except Exception as exc:
+            self._failed(slot, f"load failed: {exc}")
+            raise ModelLoadError(f"model {spec.id!r}: {slot.error}") from exc
         log.info("model %s loaded (%.0f MB)", spec.id, engine.memory_bytes / 2**20)
         self._on_state(spec.id, "loaded")
         return engine
+
+    async def _load_locked(self, slot: _Slot) -> Engine:
+        spec = slot.spec
+        # Header and fingerprint come from the file now: a file replaced later keeps them.
+        header = await asyncio.to_thread(self._registry.header, spec)
+        slot.fingerprint = await asyncio.to_thread(fingerprint, spec.path)
+        slot.estimate = self._factory.estimate_bytes(spec, header)
+        await self._make_room(slot)
+        self._on_state(spec.id, "loading")
+        loop = asyncio.get_running_loop()
+
+        def progress(value: float) -> None:
+            loop.call_soon_threadsafe(self._broadcast, slot, LoadProgress("loading_weights", value))
+
+        slot.engine = await self._factory.load(spec, header, progress)
+        slot.error = ""
+        return slot.engine
 
     def _failed(self, slot: _Slot, reason: str) -> None:
         slot.error = reason
@@ -202,10 +223,15 @@ class ModelManager:
             self._on_state(slot.spec.id, "unloaded")
 
     async def load_pinned(self) -> None:
+        """Load pinned models; one that fails is reported and left failed, the rest still load."""
         for spec in self._registry.specs():
-            if spec.pinned:
+            if not spec.pinned:
+                continue
+            try:
                 async with self.lease(spec.id):
                     pass
+            except MinervaError as exc:
+                log.error("pinned model %s did not load: %s", spec.id, exc.message)
 
     async def reap_idle(self) -> list[str]:
         """Unload models idle longer than the TTL (never pinned or busy ones)."""
@@ -224,6 +250,12 @@ class ModelManager:
             await asyncio.sleep(min(self._ttl / 2, 30.0))
             for model_id in await self.reap_idle():
                 log.info("unloaded %s after %.0f s idle", model_id, self._ttl)
+
+    def abort_all(self) -> None:
+        """Stop every generation in progress (shutdown grace period over)."""
+        for slot in self._slots.values():
+            if slot.engine is not None:
+                slot.engine.abort()
 
     async def close(self) -> None:
         for slot in list(self._slots.values()):

@@ -62,6 +62,16 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(root.resolve()) for root in roots)
 
 
+def _configured_format(opts: ModelOptions) -> ModelFormat:
+    try:
+        return ModelFormat(opts.format)
+    except ValueError:
+        accepted = ", ".join(repr(f.value) for f in ModelFormat)
+        raise ConfigError(
+            f"model {opts.id!r}: unknown format {opts.format!r}; accepted: {accepted}"
+        ) from None
+
+
 class Registry:
     """Known models. Scans its directory again on each listing so new files show up."""
 
@@ -81,7 +91,7 @@ class Registry:
         )
         if not _under(resolved, roots):
             raise ConfigError(f"model {opts.id!r}: {opts.path} is outside the allowed roots")
-        fmt = ModelFormat(opts.format) if opts.format else detect_format(resolved)
+        fmt = _configured_format(opts) if opts.format else detect_format(resolved)
         if fmt is None:
             raise ConfigError(f"model {opts.id!r}: cannot tell the format of {opts.path}")
         return self._spec(opts.id, resolved, fmt, opts)
@@ -110,15 +120,30 @@ class Registry:
         found: dict[str, ModelSpec] = {}
         if directory is not None and directory.is_dir():
             for entry in sorted(directory.iterdir()):
-                fmt = detect_format(entry)
-                if fmt is None or entry.name.startswith("."):
+                spec = self._scanned_spec(entry)
+                if spec is None or spec.id in self._configured or spec.id in found:
                     continue
-                model_id = id_from_path(entry)
-                if model_id in self._configured or model_id in found:
-                    continue
-                found[model_id] = self._spec(model_id, entry, fmt, None)
+                found[spec.id] = spec
         with self._lock:
             self._scanned = found
+
+    def _scanned_spec(self, entry: Path) -> ModelSpec | None:
+        """The spec for one directory entry, or None (logged) when it is not a usable model."""
+        if entry.name.startswith("."):
+            return None
+        # One unreadable entry (e.g. a chmod 000 directory) must not hide every other model.
+        try:
+            fmt = detect_format(entry)
+            model_id = id_from_path(entry) if fmt is not None else ""
+        except OSError as exc:
+            log.warning("skipping %s: cannot read it: %s", entry, exc)
+            return None
+        if fmt is None:
+            return None
+        if not _ID_RE.match(model_id):
+            log.warning("skipping %s: derived id %r is not a valid model id", entry, model_id)
+            return None
+        return self._spec(model_id, entry, fmt, None)
 
     def specs(self) -> list[ModelSpec]:
         with self._lock:

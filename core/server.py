@@ -35,6 +35,8 @@ SERVICES = (
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# After aborting, how long streams get to send their final message before connections close.
+_ABORT_WAIT_S = 2.0
 
 
 def model_health_name(model_id: str) -> str:
@@ -64,9 +66,10 @@ class CoreServer:
         await self.health.enter_graceful_shutdown()
         self.drain.begin()
         if not await self.drain.wait_idle(grace):
-            log.warning(
-                "grace period over: cancelling %d call(s) still in flight", self.drain.active
-            )
+            log.warning("grace period over: stopping %d call(s) in flight", self.drain.active)
+            # Generations end with FINISH_REASON_CANCELLED finals instead of a cut connection.
+            self.manager.abort_all()
+            await self.drain.wait_idle(_ABORT_WAIT_S)
         await self.server.stop(0)
         for task in list(self._tasks):
             task.cancel()
@@ -109,7 +112,7 @@ async def start(settings: Settings) -> CoreServer:
         ModelServicer(ModelCatalog(registry, manager, factory)), server
     )
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(Inference(registry, manager), registry), server
+        InferenceServicer(Inference(registry, manager)), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

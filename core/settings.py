@@ -26,9 +26,16 @@ class ModelOptions:
     chat_template: str | None = None
     pinned: bool = False
 
+    def __post_init__(self) -> None:
+        where = f" of model {self.id!r}"
+        _check_min("context_size", self.context_size, 1, where)
+        _check_min("threads", self.threads, 1, where)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Server settings; construction validates them, whether from TOML, CLI flags or a test."""
+
     listen: str = DEFAULT_LISTEN
     models_dir: Path | None = None
     models: tuple[ModelOptions, ...] = ()
@@ -45,6 +52,30 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
+
+    def __post_init__(self) -> None:
+        # replace() runs this too, so CLI overrides in build_settings are covered.
+        for key, minimum in _SERVER_MINIMUMS.items():
+            _check_min(key, getattr(self, key), minimum)
+
+
+# Smallest accepted value of each numeric server setting.
+_SERVER_MINIMUMS: dict[str, float] = {
+    "default_context_size": 1,
+    "threads": 1,
+    "memory_budget_mb": 1,
+    "max_message_mb": 1,
+    "queue_size": 0,
+    "shutdown_grace_s": 0,
+    "idle_ttl_s": 0,
+}
+
+
+def _check_min(key: str, value: float | None, minimum: float, where: str = "") -> None:
+    """ConfigError naming the key unless value is None (unset) or at least `minimum`."""
+    # `not >=` so that NaN is refused too.
+    if value is not None and not value >= minimum:
+        raise ConfigError(f"invalid setting `{key}`{where}: must be >= {minimum:g}, got {value!r}")
 
 
 _SERVER_KEYS = {

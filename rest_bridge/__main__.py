@@ -21,11 +21,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rest_bridge", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: any)")
     parser.add_argument("--core", default="127.0.0.1:50051", help="the core's gRPC HOST:PORT")
-    parser.add_argument("--api-key", action="append", default=[],
-                        help="accepted client key (repeatable; also MINERVA_API_KEYS=a,b)")
-    parser.add_argument("--core-api-key", default=None,
-                        help="key sent to the core (also MINERVA_CORE_API_KEY; "
-                             "default: the first client key)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="accepted client key (repeatable; also MINERVA_API_KEYS=a,b)",
+    )
+    parser.add_argument(
+        "--core-api-key",
+        default=None,
+        help="key sent to the core (also MINERVA_CORE_API_KEY; default: the first client key)",
+    )
     parser.add_argument("--max-body-mb", type=int, default=16, help="request body limit (MiB)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -39,8 +45,14 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
     core_key = args.core_api_key or env.get("MINERVA_CORE_API_KEY") or (keys[0] if keys else None)
     if args.max_body_mb < 1:
         raise SystemExit("--max-body-mb must be at least 1")
-    return Settings(host=host, port=port, core_address=args.core, api_keys=keys,
-                    core_api_key=core_key, max_body_mb=args.max_body_mb)
+    return Settings(
+        host=host,
+        port=port,
+        core_address=args.core,
+        api_keys=keys,
+        core_api_key=core_key,
+        max_body_mb=args.max_body_mb,
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -68,8 +80,9 @@ async def _wait_for_stop_signal() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = build_settings(args, os.environ)
     except ValueError as error:

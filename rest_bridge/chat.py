@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 from aiohttp import web
 from minerva.v1 import inference_pb2
@@ -23,6 +23,11 @@ class ChatChunks:
 
     ids: translate.ResponseIds
     include_usage: bool
+    # The model file's fingerprint, known from the stream's first message on.
+    fingerprint: str | None = None
+
+    def with_fingerprint(self, fingerprint: str | None) -> Self:
+        return replace(self, fingerprint=fingerprint)
 
     def opening(self) -> list[dict[str, Any]]:
         return [self._chunk({"role": "assistant", "content": ""})]
@@ -40,7 +45,10 @@ class ChatChunks:
         self, delta: dict[str, Any], finish: str | None = None, fingerprint: str | None = None
     ) -> dict[str, Any]:
         return translate.chat_chunk(
-            self.ids, delta, finish=finish, fingerprint=fingerprint or None,
+            self.ids,
+            delta,
+            finish=finish,
+            fingerprint=fingerprint or self.fingerprint,
             with_usage_field=self.include_usage,
         )
 

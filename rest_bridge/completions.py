@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 from aiohttp import web
 from minerva.v1 import inference_pb2
@@ -23,6 +23,11 @@ class CompletionChunks:
 
     ids: translate.ResponseIds
     include_usage: bool
+    # The model file's fingerprint, known from the stream's first message on.
+    fingerprint: str | None = None
+
+    def with_fingerprint(self, fingerprint: str | None) -> Self:
+        return replace(self, fingerprint=fingerprint)
 
     def opening(self) -> list[dict[str, Any]]:
         return []
@@ -40,7 +45,10 @@ class CompletionChunks:
         self, text: str, finish: str | None = None, fingerprint: str | None = None
     ) -> dict[str, Any]:
         return translate.completion_chunk(
-            self.ids, text, finish=finish, fingerprint=fingerprint or None,
+            self.ids,
+            text,
+            finish=finish,
+            fingerprint=fingerprint or self.fingerprint,
             with_usage_field=self.include_usage,
         )
 

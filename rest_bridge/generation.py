@@ -15,6 +15,8 @@ from rest_bridge.protocol import StreamMode
 class ChunkBuilder(Protocol):
     """Turns the core's events into one endpoint's stream chunks."""
 
+    def with_fingerprint(self, fingerprint: str | None) -> ChunkBuilder: ...
+
     def opening(self) -> list[dict[str, Any]]: ...
 
     def text(self, text: str) -> dict[str, Any]: ...
@@ -31,6 +33,7 @@ async def stream_chunks(
         async for event in call:
             if not opened:
                 opened = True
+                builder = builder.with_fingerprint(_fingerprint(event))
                 for chunk in builder.opening():
                     yield chunk
             kind = event.WhichOneof("event")
@@ -39,6 +42,12 @@ async def stream_chunks(
             elif kind == "final":
                 for chunk in builder.closing(event.final):
                     yield chunk
+
+
+def _fingerprint(event: Any) -> str | None:
+    """The core sets it on a stream's first message, whichever kind that is."""
+    message = event.chunk if event.WhichOneof("event") == "chunk" else event.final
+    return message.fingerprint or None
 
 
 async def respond(

@@ -27,8 +27,11 @@ async def health(request: web.Request) -> web.Response:
     except grpc.aio.AioRpcError as error:
         log.debug("core health check failed: %s", error.code().name)
         return web.json_response(
-            {"status": "unavailable", "core": error.code().name,
-             "message": f"core unavailable at {client.address}"},
+            {
+                "status": "unavailable",
+                "core": error.code().name,
+                "message": f"core unavailable at {client.address}",
+            },
             status=503,
         )
     state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -18,14 +18,34 @@ log = logging.getLogger(__name__)
 MAX_STOP_STRINGS = 4
 INT32_MAX = 2**31 - 1
 SEED_MODULUS = 2**32
-CHAT_ROLES = {"system": "system", "developer": "system", "user": "user",
-              "assistant": "assistant", "tool": "tool"}
+CHAT_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 # Fields accepted on purpose, even when they change nothing (see _reject_unsupported).
 _SAMPLING_FIELDS = {
-    "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
-    "frequency_penalty", "seed", "stop", "max_tokens", "logit_bias", "n", "logprobs",
-    "top_logprobs", "response_format", "stream", "stream_options", "user",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "max_tokens",
+    "logit_bias",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "stream",
+    "stream_options",
+    "user",
 }
 CHAT_FIELDS = {"model", "messages", "max_completion_tokens", *_SAMPLING_FIELDS}
 COMPLETION_FIELDS = {"model", "prompt", "echo", "best_of", "suffix", *_SAMPLING_FIELDS}
@@ -115,8 +135,11 @@ def get_int(
 
 def _check_range(key: str, value: float, low: float | None, high: float | None) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if low is not None and high is not None else (
-            f">= {low}" if low is not None else f"<= {high}")
+        bounds = (
+            f"between {low} and {high}"
+            if low is not None and high is not None
+            else (f">= {low}" if low is not None else f"<= {high}")
+        )
         raise BadRequest(f"'{key}' must be {bounds}, got {value}", key)
 
 
@@ -206,8 +229,7 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
         raise BadRequest("top_logprobs are not supported", "top_logprobs")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
-        raise BadRequest("only response_format {\"type\": \"text\"} is supported",
-                         "response_format")
+        raise BadRequest('only response_format {"type": "text"} is supported', "response_format")
 
 
 def parse_stream_mode(body: dict[str, Any]) -> StreamMode:
@@ -241,17 +263,20 @@ def message_content(where: str, role: str, content: Any) -> str:
     if content is None and role == "assistant":
         return ""
     if not isinstance(content, list) or not content:
-        raise BadRequest(f"{where}.content must be a string or an array of text parts",
-                         f"{where}.content")
+        raise BadRequest(
+            f"{where}.content must be a string or an array of text parts", f"{where}.content"
+        )
     texts = []
     for part in content:
         if not isinstance(part, dict) or part.get("type") != "text":
             kind = part.get("type") if isinstance(part, dict) else _type_name(part)
-            raise BadRequest(f"{where}.content: only text parts are supported, got {kind!r}",
-                             f"{where}.content")
+            raise BadRequest(
+                f"{where}.content: only text parts are supported, got {kind!r}", f"{where}.content"
+            )
         if not isinstance(part.get("text"), str):
-            raise BadRequest(f"{where}.content: a text part needs a string 'text'",
-                             f"{where}.content")
+            raise BadRequest(
+                f"{where}.content: a text part needs a string 'text'", f"{where}.content"
+            )
         texts.append(part["text"])
     return "".join(texts)
 
@@ -312,8 +337,9 @@ def token_ids(value: Any, param: str) -> list[int]:
         raise BadRequest(f"'{param}' must be a non-empty string or array of token ids", param)
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= INT32_MAX:
-            raise BadRequest(f"'{param}' token ids must be non-negative integers, got {item!r}",
-                             param)
+            raise BadRequest(
+                f"'{param}' token ids must be non-negative integers, got {item!r}", param
+            )
     return list(value)
 
 
@@ -321,8 +347,9 @@ def embed_request(body: dict[str, Any]) -> tuple[inference_pb2.EmbedRequest, str
     """POST /v1/embeddings body -> EmbedRequest, and the encoding the vectors go back in."""
     log_unknown_fields(body, EMBEDDING_FIELDS, "embeddings")
     if body.get("dimensions") is not None:
-        raise BadRequest("'dimensions' is not supported: vectors have the model's size",
-                         "dimensions")
+        raise BadRequest(
+            "'dimensions' is not supported: vectors have the model's size", "dimensions"
+        )
     encoding = get_str(body, "encoding_format") or "float"
     if encoding not in ENCODING_FORMATS:
         raise BadRequest("'encoding_format' must be 'float' or 'base64'", "encoding_format")

@@ -73,12 +73,14 @@ def chat_completion(
         "created": ids.created,
         "model": ids.model,
         "system_fingerprint": final.fingerprint or None,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": None,
-            "finish_reason": finish_reason(final.finish_reason),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason(final.finish_reason),
+            }
+        ],
         "usage": usage(final.usage),
     }
 
@@ -125,12 +127,14 @@ def completion(ids: ResponseIds, text: str, final: inference_pb2.GenerationFinal
         "created": ids.created,
         "model": ids.model,
         "system_fingerprint": final.fingerprint or None,
-        "choices": [{
-            "index": 0,
-            "text": text,
-            "logprobs": None,
-            "finish_reason": finish_reason(final.finish_reason),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish_reason(final.finish_reason),
+            }
+        ],
         "usage": usage(final.usage),
     }
 

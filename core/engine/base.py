@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from core.engine.types import GenerationEvent, GenerationRequest
@@ -36,8 +36,13 @@ class Engine(Protocol):
         """True while a request runs or waits."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         """Stream chunks then one GenerationResult; closing the iterator stops the token loop."""
+        ...
+
+    def abort(self) -> None:
+        """Stop every running or waiting generation at its next token; each still ends with a
+        GenerationResult whose finish reason is CANCELLED."""
         ...
 
     async def embed(

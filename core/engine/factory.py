@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from core.engine.base import Engine
 from core.engine.llama_backend import LoadOptions
 from core.engine.llama_engine import LlamaEngine
-from core.errors import UnsupportedModel
 from core.metadata.types import HeaderInfo, ModelFormat
 from core.registry import ModelSpec
 
@@ -59,11 +58,7 @@ class EngineFactory:
         return meta.file_size_bytes + kv_bytes
 
     async def load(self, spec: ModelSpec, header: HeaderInfo, progress: Progress) -> Engine:
-        loader = LOADERS.get(spec.format)
-        if loader is None:
-            raise UnsupportedModel(
-                f"model {spec.id!r} is {spec.format.value}: no engine serves that format yet (metadata only)"
-            )
+        loader = LOADERS[spec.format]  # the manager checked servable() first
         context = self.context_size(spec, header)
         return await asyncio.to_thread(loader, spec, context, self.queue_size, progress)
 

@@ -6,6 +6,7 @@ import ctypes
 import logging
 import math
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,20 +51,33 @@ class LoadOptions:
     batch_size: int = 512
 
 
+def _penalised(s: Sampling) -> bool:
+    return (s.repeat_penalty, s.frequency_penalty, s.presence_penalty) != (1.0, 0.0, 0.0)
+
+
 class LlamaModel:
     """One loaded GGUF model with a generation context (sequence 0) and the KV prefix it holds."""
 
     def __init__(self, opts: LoadOptions, progress: Callable[[float], None] | None = None) -> None:
         self.opts = opts
+        self.ctx: llama_cpp.llama_context_p | None = None
+        self._embed_ctx: llama_cpp.llama_context_p | None = None
+        self._batch: llama_cpp.llama_batch | None = None
         self._progress_cb = self._make_progress(progress)
         self.model = self._load_model()
+        try:
+            self._init_context(opts)
+        except BaseException:
+            self.close()  # a failed context must not leak the weights
+            raise
+
+    def _init_context(self, opts: LoadOptions) -> None:
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_embd = int(llama_cpp.llama_model_n_embd(self.model))
         self.ctx = self._new_context(opts.context_size, opts.batch_size, embeddings=False)
         self.n_ctx = int(llama_cpp.llama_n_ctx(self.ctx))
-        self.batch = llama_cpp.llama_batch_init(max(opts.batch_size, 1), 0, 1)
-        self._embed_ctx: llama_cpp.llama_context_p | None = None
+        self._batch = llama_cpp.llama_batch_init(max(opts.batch_size, 1), 0, 1)
         self.cached: list[int] = []  # tokens whose keys/values sequence 0 holds, in order
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos_text = self._special_text(llama_cpp.llama_vocab_bos(self.vocab))
@@ -113,8 +127,10 @@ class LlamaModel:
         if self._embed_ctx:
             llama_cpp.llama_free(self._embed_ctx)
             self._embed_ctx = None
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
         if self.ctx:
-            llama_cpp.llama_batch_free(self.batch)
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
         if self.model:
@@ -183,22 +199,28 @@ class LlamaModel:
         del self.cached[keep:]
         return keep
 
-    def decode(self, tokens: Sequence[int]) -> None:
-        """Append tokens to sequence 0; logits are kept for the last one only."""
+    def decode(self, tokens: Sequence[int], cancelled: threading.Event | None = None) -> bool:
+        """Append tokens to sequence 0, logits for the last one only; False if cancelled between
+        batches (what was decoded stays cached)."""
         step = self.opts.batch_size
         for start in range(0, len(tokens), step):
+            if cancelled is not None and cancelled.is_set():
+                return False
             part = tokens[start : start + step]
             last = start + step >= len(tokens)
             self._fill_batch(part, len(self.cached), logits_last=last)
-            rc = llama_cpp.llama_decode(self.ctx, self.batch)
+            rc = llama_cpp.llama_decode(self.ctx, self._batch)
             if rc != 0:
                 self.cached.clear()
                 llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
                 raise RuntimeError(f"llama_decode failed with code {rc}")
             self.cached.extend(part)
+        return True
 
     def _fill_batch(self, tokens: Sequence[int], pos0: int, *, logits_last: bool) -> None:
-        batch = self.batch
+        batch = self._batch
+        if batch is None:
+            raise RuntimeError("the model is closed")
         batch.n_tokens = len(tokens)
         for i, token in enumerate(tokens):
             batch.token[i] = token
@@ -212,43 +234,48 @@ class LlamaModel:
     def new_sampler(self, sampling: Sampling, history: Sequence[int]) -> llama_cpp.llama_sampler_p:
         """A C-side sampler chain for one request; the caller frees it with free_sampler."""
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if sampling.logit_bias:
+        try:
+            for stage in self._sampler_stages(sampling):
+                llama_cpp.llama_sampler_chain_add(chain, stage)  # the chain owns it from here
+            if _penalised(sampling):  # penalties also look at the end of the prompt
+                for token in history[-_PENALTY_LAST_N:]:
+                    llama_cpp.llama_sampler_accept(chain, token)
+        except BaseException:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+        return chain
+
+    def _sampler_stages(self, s: Sampling) -> list[llama_cpp.llama_sampler_p]:
+        stages = []
+        if s.logit_bias:
             items = [
                 llama_cpp.llama_logit_bias(token=t, bias=-math.inf if b <= -100 else b)
-                for t, b in sampling.logit_bias.items()
+                for t, b in s.logit_bias.items()
             ]
             arr = (llama_cpp.llama_logit_bias * len(items))(*items)
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(items), arr))
-        penalised = (
-            sampling.repeat_penalty,
-            sampling.frequency_penalty,
-            sampling.presence_penalty,
-        ) != (1.0, 0.0, 0.0)
-        if penalised:
-            add(
-                chain,
+            stages.append(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(items), arr))
+        if _penalised(s):
+            stages.append(
                 llama_cpp.llama_sampler_init_penalties(
+                    self.n_vocab,
                     _PENALTY_LAST_N,
-                    sampling.repeat_penalty,
-                    sampling.frequency_penalty,
-                    sampling.presence_penalty,
-                ),
+                    s.repeat_penalty,
+                    s.frequency_penalty,
+                    s.presence_penalty,
+                )
             )
-        if sampling.temperature <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            if sampling.top_k > 0:
-                add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-            add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-            seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-            add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        if penalised:
-            for token in history[-_PENALTY_LAST_N:]:
-                llama_cpp.llama_sampler_accept(chain, token)
-        return chain
+        if s.temperature <= 0.0:
+            return [*stages, llama_cpp.llama_sampler_init_greedy()]
+        if s.top_k > 0:
+            stages.append(llama_cpp.llama_sampler_init_top_k(s.top_k))
+        seed = s.seed if s.seed is not None else secrets.randbits(32)
+        return [
+            *stages,
+            llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
+            llama_cpp.llama_sampler_init_min_p(s.min_p, 1),
+            llama_cpp.llama_sampler_init_temp(s.temperature),
+            llama_cpp.llama_sampler_init_dist(seed),
+        ]
 
     @staticmethod
     def free_sampler(chain: llama_cpp.llama_sampler_p) -> None:

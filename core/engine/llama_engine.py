@@ -6,14 +6,20 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.engine.llama_backend import LlamaModel, LoadOptions
 from core.engine.scheduler import SerialScheduler
 from core.engine.token_loop import run_generation
-from core.engine.types import FinishReason, GenerationEvent, GenerationRequest, GenerationResult
+from core.engine.types import (
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+)
 from core.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,13 @@ class LlamaEngine:
         self._model = model
         self._name = name
         self._scheduler = SerialScheduler(name, queue_size)
+        # Tokenizer calls get their own thread and bound: they never wait behind a generation,
+        # and the model is not freed while one runs (see busy and close).
+        self._tokenizer = SerialScheduler(f"{name}-tokenizer", queue_size)
         # The most recent generation's outcome, for logs, metrics and tests.
         self.last_result: GenerationResult | None = None
+        self._stop_flags: set[threading.Event] = set()
+        self._aborted = False  # set for good at shutdown: later generations end at once
 
     @classmethod
     def load(
@@ -71,18 +82,21 @@ class LlamaEngine:
 
     @property
     def busy(self) -> bool:
-        return self._scheduler.admitted > 0
+        return self._scheduler.admitted > 0 or self._tokenizer.admitted > 0
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[GenerationEvent | _Failed] = asyncio.Queue()
         cancelled = threading.Event()
+        if self._aborted:
+            cancelled.set()
 
         def put(item: GenerationEvent | _Failed) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
         def job() -> None:
-            if cancelled.is_set():
+            if cancelled.is_set():  # aborted while waiting: end the stream without running
+                put(GenerationResult(FinishReason.CANCELLED, len(request.prompt), 0, 0, Timings()))
                 return
             try:
                 result = run_generation(self._model, request, put, cancelled)
@@ -97,6 +111,7 @@ class LlamaEngine:
             put(result)
 
         future = self._scheduler.submit(job)
+        self._stop_flags.add(cancelled)
         try:
             while True:
                 item = await events.get()
@@ -110,10 +125,17 @@ class LlamaEngine:
             # the token loop sees the flag before its next token.
             cancelled.set()
             future.cancel()
+            self._stop_flags.discard(cancelled)
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        future = self._scheduler.submit(fn)
-        return await asyncio.wrap_future(future)
+    def abort(self) -> None:
+        self._aborted = True
+        for flag in list(self._stop_flags):
+            flag.set()
+
+    @staticmethod
+    async def _run(scheduler: SerialScheduler, fn: Callable[[], Any]) -> Any:
+        # The job keeps its slot until it really ends, even if this await is cancelled.
+        return await asyncio.wrap_future(scheduler.submit(fn))
 
     async def embed(self, inputs: Sequence[Sequence[int]], normalize: bool) -> list[list[float]]:
         limit = self._model.embed_context_size
@@ -126,23 +148,38 @@ class LlamaEngine:
                     param="inputs",
                 )
 
+        cancelled = threading.Event()
+
         def job() -> list[list[float]]:
-            vectors = [self._model.embed(tokens) for tokens in inputs]
+            vectors = []
+            for tokens in inputs:
+                if cancelled.is_set():  # the caller is gone: free the model between inputs
+                    return []
+                vectors.append(self._model.embed(tokens))
             return [_unit(v) for v in vectors] if normalize else vectors
 
-        result: list[list[float]] = await self._run(job)
+        try:
+            result: list[list[float]] = await self._run(self._scheduler, job)
+        finally:
+            cancelled.set()
         return result
 
     async def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         # The vocabulary is read-only: tokenizing beside a running generation is safe.
-        return await asyncio.to_thread(self._model.tokenize, text, add_special, parse_special)
+        result: list[int] = await self._run(
+            self._tokenizer, lambda: self._model.tokenize(text, add_special, parse_special)
+        )
+        return result
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
-        return await asyncio.to_thread(self._model.detokenize, token_ids)
+        result: str = await self._run(self._tokenizer, lambda: self._model.detokenize(token_ids))
+        return result
 
     async def close(self) -> None:
+        """Waits for running jobs (tokenizer ones too) before freeing, all off the event loop."""
         await asyncio.to_thread(self._scheduler.shutdown)
-        self._model.close()
+        await asyncio.to_thread(self._tokenizer.shutdown)
+        await asyncio.to_thread(self._model.close)
 
 
 def _unit(vector: list[float]) -> list[float]:

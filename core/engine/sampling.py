@@ -15,6 +15,8 @@ from core.errors import InvalidRequest
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256
 LOGIT_BIAS_LIMIT = 100.0
+# llama.cpp's LLAMA_DEFAULT_SEED: a seed value that means "random" rather than itself.
+RANDOM_SEED_SENTINEL = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
     if p.HasField("top_k"):
         values["top_k"] = _checked_top_k(p.top_k)
     if p.HasField("seed"):
-        values["seed"] = p.seed
+        values["seed"] = _checked_seed(p.seed)
     if p.HasField("max_tokens"):
         values["max_tokens"] = _checked_max_tokens(p.max_tokens)
     values["stop"] = _checked_stops(p.stop)
@@ -94,6 +96,12 @@ def _checked_top_k(value: int) -> int:
             f"sampling.top_k must be >= 0 (0 disables), got {value}", param="sampling.top_k"
         )
     return value
+
+
+def _checked_seed(value: int) -> int:
+    # llama.cpp reads 0xFFFFFFFF (LLAMA_DEFAULT_SEED) as "pick a random seed", so a client that
+    # sent it (the bridge maps OpenAI seed=-1 there) would lose reproducibility; use its neighbour.
+    return RANDOM_SEED_SENTINEL - 1 if value == RANDOM_SEED_SENTINEL else value
 
 
 def _checked_max_tokens(value: int) -> int:

@@ -55,12 +55,13 @@ def run_generation(
     clock = _Clock(request.arrived)
     prompt = list(request.prompt)
     cached = model.reuse_prefix(prompt)
-    model.decode(prompt[cached:])
+    if not model.decode(prompt[cached:], cancelled):
+        return _result(request, FinishReason.CANCELLED, cached, 0, clock)
     clock.prompt_done = time.perf_counter()
 
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     stops = StopMatcher(request.sampling.stop)
-    chain = model.new_sampler(request.sampling, prompt)
+    chain = model.new_sampler(request.sampling, prompt)  # frees itself if building fails
     generated, finish, matched = 0, FinishReason.LENGTH, ""
     try:
         while generated < request.max_tokens:
@@ -87,11 +88,23 @@ def run_generation(
         tail = stops.feed(decoder.decode(b"", final=True)).emit + stops.flush()
         if tail:
             emit(TokenChunk(tail, ()))
+    return _result(request, finish, cached, generated, clock, matched)
+
+
+def _result(
+    request: GenerationRequest,
+    finish: FinishReason,
+    cached: int,
+    generated: int,
+    clock: _Clock,
+    matched: str = "",
+) -> GenerationResult:
+    prompt = len(request.prompt)
     return GenerationResult(
         finish_reason=finish,
-        prompt_tokens=len(prompt),
+        prompt_tokens=prompt,
         completion_tokens=generated,
         cached_tokens=cached,
-        timings=clock.timings(len(prompt) - cached, generated),
+        timings=clock.timings(prompt - cached, generated),
         matched_stop=matched,
     )

@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from core.errors import Unauthenticated
+
 # Probes and schema discovery stay open: they reveal nothing a key protects.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -48,11 +50,12 @@ _DENIED = "missing or invalid API key (send metadata `authorization: Bearer <key
 
 
 def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    async def unary(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+    # Raised, not aborted here: ErrorInterceptor (outermost) owns the error -> status table.
+    async def unary(_request: Any, _context: grpc.aio.ServicerContext) -> Any:
+        raise Unauthenticated(_DENIED)
 
-    async def stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+    async def stream(_request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        raise Unauthenticated(_DENIED)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:

@@ -54,8 +54,10 @@ def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:
     )
 
 
-def chunk_fields(chunk: TokenChunk) -> inference_pb2.GenerationChunk:
-    return inference_pb2.GenerationChunk(text=chunk.text, token_ids=chunk.token_ids)
+def chunk_fields(chunk: TokenChunk, fingerprint: str = "") -> inference_pb2.GenerationChunk:
+    return inference_pb2.GenerationChunk(
+        text=chunk.text, token_ids=chunk.token_ids, fingerprint=fingerprint
+    )
 
 
 def final_fields(result: GenerationResult, fingerprint: str) -> inference_pb2.GenerationFinal:

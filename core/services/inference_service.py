@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
@@ -11,7 +12,6 @@ from minerva.v1 import inference_pb2, inference_pb2_grpc
 from core.engine.sampling import sampling_from_pb
 from core.engine.types import GenerationEvent, TokenChunk
 from core.inference import Inference
-from core.registry import Registry, fingerprint
 from core.services.convert import (
     chunk_fields,
     embed_inputs_from_pb,
@@ -24,9 +24,8 @@ R = TypeVar("R", inference_pb2.GenerateResponse, inference_pb2.ChatResponse)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, inference: Inference, registry: Registry) -> None:
+    def __init__(self, inference: Inference) -> None:
         self._inference = inference
-        self._registry = registry
 
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -50,18 +49,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield message
 
     async def _stream(
-        self, model_id: str, events: AsyncIterator[GenerationEvent], make: Callable[..., R]
+        self, model_id: str, events: AsyncGenerator[GenerationEvent, None], make: Callable[..., R]
     ) -> AsyncIterator[R]:
-        try:
+        fp = ""
+        async with contextlib.aclosing(events):  # closing it now stops the token loop at once
             async for event in events:
+                if not fp:  # known once the model is loaded, i.e. by the first event
+                    fp = self._inference.fingerprint(model_id)
+                    if isinstance(event, TokenChunk):
+                        yield make(chunk=chunk_fields(event, fp))
+                        continue
                 if isinstance(event, TokenChunk):
                     yield make(chunk=chunk_fields(event))
                 else:
-                    fp = fingerprint(self._registry.get(model_id).path)
                     yield make(final=final_fields(event, fp))
-        finally:
-            # Closing the source now (not at garbage collection) stops the token loop at once.
-            await events.aclose()  # type: ignore[attr-defined]
 
     async def Embed(
         self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext

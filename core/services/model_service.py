@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -35,7 +36,8 @@ class ModelCatalog:
         )
         try:
             header = self.registry.header(spec)
-            model.fingerprint = fingerprint(spec.path)
+            # A loaded model reports the file it was loaded from, even if that file changed since.
+            model.fingerprint = self.manager.fingerprint(spec.id) or fingerprint(spec.path)
         except MinervaError as exc:
             if strict:
                 raise
@@ -46,6 +48,11 @@ class ModelCatalog:
         model.context_size = self.factory.context_size(spec, header)
         return model
 
+    def list_all(self) -> models_pb2.ListModelsResponse:
+        self.registry.rescan()
+        models = [self.describe(s, strict=False) for s in self.registry.specs()]
+        return models_pb2.ListModelsResponse(models=models)
+
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     def __init__(self, catalog: ModelCatalog) -> None:
@@ -54,15 +61,15 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.ListModelsResponse:
-        self._catalog.registry.rescan()
-        models = [self._catalog.describe(s, strict=False) for s in self._catalog.registry.specs()]
-        return models_pb2.ListModelsResponse(models=models)
+        # Scanning the directory and cold header reads are file I/O: off the event loop.
+        return await asyncio.to_thread(self._catalog.list_all)
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.GetModelResponse:
         spec = self._catalog.registry.get(request.model_id)
-        return models_pb2.GetModelResponse(model=self._catalog.describe(spec, strict=True))
+        model = await asyncio.to_thread(self._catalog.describe, spec, strict=True)
+        return models_pb2.GetModelResponse(model=model)
 
     async def LoadModel(
         self, request: models_pb2.LoadModelRequest, context: grpc.aio.ServicerContext

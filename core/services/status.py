@@ -38,21 +38,14 @@ def status_for(exc: errors.MinervaError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     """Turn an exception escaping a handler into a status; unknown ones become a generic INTERNAL."""
     if isinstance(exc, errors.MinervaError):
         if exc.param:
             context.set_trailing_metadata(((PARAM_KEY, exc.param),))
         await context.abort(status_for(exc), exc.message)
-    log.exception("unexpected error in %s", _method_name(context), exc_info=exc)
+    log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-
-
-def _method_name(context: grpc.aio.ServicerContext) -> str:
-    try:
-        return str(context._rpc_event.call_details.method.decode())
-    except Exception:
-        return "rpc"
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -66,26 +59,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        # The method name is known here, so log lines need no private context attributes.
+        method = handler_call_details.method
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
         return handler
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], method: str
+) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await behavior(request, context)
         except _PASS_THROUGH:
             raise
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, exc, method)
 
     return wrapped
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    behavior: Callable[..., AsyncIterator[Any]], method: str
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             async for item in behavior(request, context):
@@ -93,6 +92,6 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
         except _PASS_THROUGH:
             raise
         except Exception as exc:
-            await abort_with(context, exc)
+            await abort_with(context, exc, method)
 
     return wrapped

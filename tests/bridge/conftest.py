@@ -120,12 +120,22 @@ def sample_model(model_id: str = MODEL_ID) -> models_pb2.Model:
     return models_pb2.Model(
         id=model_id,
         metadata=models_pb2.ModelMetadata(
-            format=models_pb2.MODEL_FORMAT_GGUF, architecture="llama", quantization="Q4_1",
-            file_size_bytes=98_000_000, tensor_count=272, layer_count=30, embedding_length=576,
-            vocab_size=49152, context_length=8192, parameter_count=134_515_008,
-            has_chat_template=True, name="SmolLM2 135M Instruct",
+            format=models_pb2.MODEL_FORMAT_GGUF,
+            architecture="llama",
+            quantization="Q4_1",
+            file_size_bytes=98_000_000,
+            tensor_count=272,
+            layer_count=30,
+            embedding_length=576,
+            vocab_size=49152,
+            context_length=8192,
+            parameter_count=134_515_008,
+            has_chat_template=True,
+            name="SmolLM2 135M Instruct",
         ),
-        load_state=models_pb2.LOAD_STATE_LOADED, context_size=4096, fingerprint=FINGERPRINT,
+        load_state=models_pb2.LOAD_STATE_LOADED,
+        context_size=4096,
+        fingerprint=FINGERPRINT,
         servable=True,
     )
 
@@ -161,7 +171,10 @@ class FakeHealth:
 
     # Same signature as the generated stub, which takes a per-call timeout.
     async def Check(
-        self, request: Any, metadata: Any = (), timeout: float | None = None  # noqa: ASYNC109
+        self,
+        request: Any,
+        metadata: Any = (),
+        timeout: float | None = None,  # noqa: ASYNC109
     ) -> Any:
         if self.error:
             raise self.error
@@ -176,8 +189,11 @@ class FakeCore:
 
     def client(self, core_api_key: str | None = None) -> CoreClient:
         return CoreClient(
-            address=CORE_ADDRESS, models=self.models, inference=self.inference,
-            health=self.health, metadata=auth_metadata(core_api_key),
+            address=CORE_ADDRESS,
+            models=self.models,
+            inference=self.inference,
+            health=self.health,
+            metadata=auth_metadata(core_api_key),
         )
 
 

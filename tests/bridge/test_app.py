@@ -82,15 +82,20 @@ def test_key_matches_checks_every_key() -> None:
 
 @pytest.mark.parametrize(
     ("header", "token"),
-    [(None, None), ("", None), ("Bearer x", "x"), ("BEARER x", "x"), ("Token x", None),
-     ("Bearer", None)],
+    [
+        (None, None),
+        ("", None),
+        ("Bearer x", "x"),
+        ("BEARER x", "x"),
+        ("Token x", None),
+        ("Bearer", None),
+    ],
 )
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
 
 
-async def test_body_over_the_limit_is_413_envelope(make_bridge: MakeBridge,
-                                                  core: FakeCore) -> None:
+async def test_body_over_the_limit_is_413_envelope(make_bridge: MakeBridge, core: FakeCore) -> None:
     bridge = await make_bridge(max_body_mb=1)
     response = await bridge.post(CHAT, data=big_chat_body(1024 * 1024 + 10))
     assert response.status == 413
@@ -115,8 +120,9 @@ async def test_unknown_route_and_wrong_method_are_envelopes(bridge: TestClient) 
     assert (await wrong.json())["error"]["code"] == "method_not_allowed"
 
 
-async def test_disconnect_mid_stream_cancels_the_core_call(bridge: TestClient,
-                                                          core: FakeCore) -> None:
+async def test_disconnect_mid_stream_cancels_the_core_call(
+    bridge: TestClient, core: FakeCore
+) -> None:
     core.inference.script = [chunk("a", 1), chunk("b", 2), HANG]
     response = await bridge.post(CHAT, json=chat_body(stream=True))
     assert response.status == 200
@@ -128,8 +134,9 @@ async def test_disconnect_mid_stream_cancels_the_core_call(bridge: TestClient,
     await asyncio.wait_for(call.cancelled.wait(), WAIT_S)
 
 
-async def test_disconnect_before_first_token_cancels_the_core_call(bridge: TestClient,
-                                                                  core: FakeCore) -> None:
+async def test_disconnect_before_first_token_cancels_the_core_call(
+    bridge: TestClient, core: FakeCore
+) -> None:
     core.inference.script = [HANG]
     request = asyncio.create_task(bridge.post(CHAT, json=chat_body(stream=True)))
     await asyncio.wait_for(core.inference.called.wait(), WAIT_S)
@@ -139,8 +146,9 @@ async def test_disconnect_before_first_token_cancels_the_core_call(bridge: TestC
     await asyncio.wait_for(core.inference.calls[0].cancelled.wait(), WAIT_S)
 
 
-async def test_non_streaming_call_is_cancelled_on_disconnect(bridge: TestClient,
-                                                            core: FakeCore) -> None:
+async def test_non_streaming_call_is_cancelled_on_disconnect(
+    bridge: TestClient, core: FakeCore
+) -> None:
     core.inference.script = [chunk("a", 1), HANG]
     request = asyncio.create_task(bridge.post(CHAT, json=chat_body()))
     await asyncio.wait_for(core.inference.called.wait(), WAIT_S)

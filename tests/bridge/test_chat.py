@@ -38,8 +38,12 @@ async def test_non_streaming_chat_completion(bridge: TestClient, core: FakeCore)
     assert data["system_fingerprint"] == FINGERPRINT
     assert data["choices"][0]["message"] == {"role": "assistant", "content": "Hello there"}
     assert data["choices"][0]["finish_reason"] == "stop"
-    assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
-                             "prompt_tokens_details": {"cached_tokens": 2}}
+    assert data["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
     sent = core.inference.requests[0]
     assert isinstance(sent, inference_pb2.ChatRequest)
     assert [(m.role, m.content) for m in sent.messages] == [("user", "Hi")]
@@ -47,8 +51,7 @@ async def test_non_streaming_chat_completion(bridge: TestClient, core: FakeCore)
     assert core.inference.metadata == [()]
 
 
-async def test_core_key_is_sent_as_bearer_metadata(make_bridge: MakeBridge,
-                                                   core: FakeCore) -> None:
+async def test_core_key_is_sent_as_bearer_metadata(make_bridge: MakeBridge, core: FakeCore) -> None:
     bridge = await make_bridge(api_keys=("k1",), core_api_key="core-key")
     response = await bridge.post(URL, json=body(), headers={"Authorization": "Bearer k1"})
     assert response.status == 200
@@ -63,15 +66,18 @@ async def test_core_key_is_sent_as_bearer_metadata(make_bridge: MakeBridge,
         (inference_pb2.FINISH_REASON_CANCELLED, "length"),
     ],
 )
-async def test_finish_reason(bridge: TestClient, core: FakeCore,
-                             reason: inference_pb2.FinishReason, expected: str) -> None:
+async def test_finish_reason(
+    bridge: TestClient, core: FakeCore, reason: inference_pb2.FinishReason, expected: str
+) -> None:
     core.inference.script = [chunk("a", 1), final(reason)]
     data = await (await bridge.post(URL, json=body())).json()
     assert data["choices"][0]["finish_reason"] == expected
 
 
 async def test_stream_framing(bridge: TestClient, core: FakeCore) -> None:
-    core.inference.script = [chunk("Hel", 1), chunk("", 2), chunk("lo", 3), final()]
+    first = chunk("Hel", 1)
+    first.fingerprint = FINGERPRINT  # the core sets it on a stream's first message
+    core.inference.script = [first, chunk("", 2), chunk("lo", 3), final()]
     response = await bridge.post(URL, json=body(stream=True))
     assert response.status == 200
     assert response.headers["Content-Type"] == "text/event-stream"
@@ -84,34 +90,49 @@ async def test_stream_framing(bridge: TestClient, core: FakeCore) -> None:
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in chunks}) == 1
     assert [c["choices"][0]["delta"] for c in chunks] == [
-        {"role": "assistant", "content": ""}, {"content": "Hel"}, {"content": "lo"}, {}]
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+        {},
+    ]
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, "stop"]
-    assert chunks[-1]["system_fingerprint"] == FINGERPRINT
+    assert [c["system_fingerprint"] for c in chunks] == [FINGERPRINT] * 4
     assert all("usage" not in c for c in chunks)
 
 
 async def test_stream_with_include_usage(bridge: TestClient, core: FakeCore) -> None:
     core.inference.script = [chunk("a", 1), final(prompt=5, completion=1, cached=0)]
     response = await bridge.post(
-        URL, json=body(stream=True, stream_options={"include_usage": True}))
+        URL, json=body(stream=True, stream_options={"include_usage": True})
+    )
     events = sse_events(await response.text())
     assert events[-1] == "[DONE]"
     *choice_chunks, usage_chunk = events[:-1]
     assert all(c["usage"] is None for c in choice_chunks)
     assert choice_chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6,
-                                    "prompt_tokens_details": {"cached_tokens": 0}}
+    assert usage_chunk["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 1,
+        "total_tokens": 6,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 @pytest.mark.parametrize(
     ("error", "status", "param"),
     [
-        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad temp", "sampling.temperature"), 400,
-         "temperature"),
+        (
+            rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad temp", "sampling.temperature"),
+            400,
+            "temperature",
+        ),
         (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "too long", "prompt"), 400, "messages"),
-        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token 99999", "sampling.logit_bias"), 400,
-         "logit_bias"),
+        (
+            rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token 99999", "sampling.logit_bias"),
+            400,
+            "logit_bias",
+        ),
         (rpc_error(grpc.StatusCode.NOT_FOUND, "unknown model", "model_id"), 404, "model"),
         (rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "bad file", "model_id"), 400, "model"),
         (rpc_error(grpc.StatusCode.UNAUTHENTICATED, "no key"), 401, None),
@@ -121,7 +142,11 @@ async def test_stream_with_include_usage(bridge: TestClient, core: FakeCore) -> 
 )
 @pytest.mark.parametrize("stream", [False, True])
 async def test_error_before_first_token_keeps_its_status(
-    bridge: TestClient, core: FakeCore, error: Exception, status: int, param: str | None,
+    bridge: TestClient,
+    core: FakeCore,
+    error: Exception,
+    status: int,
+    param: str | None,
     stream: bool,
 ) -> None:
     core.inference.script = [error]
@@ -141,8 +166,9 @@ async def test_queue_full_is_429_with_retry_after(bridge: TestClient, core: Fake
     assert (await response.json())["error"]["code"] == "rate_limit_exceeded"
 
 
-async def test_unavailable_core_message_names_the_address(bridge: TestClient,
-                                                         core: FakeCore) -> None:
+async def test_unavailable_core_message_names_the_address(
+    bridge: TestClient, core: FakeCore
+) -> None:
     core.inference.script = [rpc_error(grpc.StatusCode.UNAVAILABLE, "refused")]
     data = await (await bridge.post(URL, json=body())).json()
     assert data["error"]["message"] == f"core unavailable at {CORE_ADDRESS}: refused"
@@ -161,24 +187,33 @@ async def test_first_core_message_commits_the_stream_even_when_empty(
     assert events[2:] == ["[DONE]"]
 
 
-async def test_error_mid_stream_is_an_error_event_then_done(bridge: TestClient,
-                                                           core: FakeCore) -> None:
-    core.inference.script = [chunk("partial", 1),
-                             rpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed")]
+async def test_error_mid_stream_is_an_error_event_then_done(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    core.inference.script = [
+        chunk("partial", 1),
+        rpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed"),
+    ]
     response = await bridge.post(URL, json=body(stream=True))
     assert response.status == 200
     events = sse_events(await response.text())
     assert [e["choices"][0]["delta"] for e in events[:2]] == [
-        {"role": "assistant", "content": ""}, {"content": "partial"}]
-    assert events[2] == {"error": {
-        "message": f"core unavailable at {CORE_ADDRESS}: Socket closed",
-        "type": "server_error", "param": None, "code": "core_unavailable"}}
+        {"role": "assistant", "content": ""},
+        {"content": "partial"},
+    ]
+    assert events[2] == {
+        "error": {
+            "message": f"core unavailable at {CORE_ADDRESS}: Socket closed",
+            "type": "server_error",
+            "param": None,
+            "code": "core_unavailable",
+        }
+    }
     assert events[3:] == ["[DONE]"]
     assert core.inference.calls[0].cancelled.is_set()
 
 
-async def test_validation_error_never_reaches_the_core(bridge: TestClient,
-                                                      core: FakeCore) -> None:
+async def test_validation_error_never_reaches_the_core(bridge: TestClient, core: FakeCore) -> None:
     response = await bridge.post(URL, json=body(temperature="hot", stream=True))
     assert response.status == 400
     data = await response.json()
@@ -204,9 +239,14 @@ async def test_unexpected_failure_mid_stream_is_a_generic_error_event(
     response = await bridge.post(URL, json=body(stream=True))
     assert response.status == 200
     events = sse_events(await response.text())
-    assert events[-2] == {"error": {"message": "internal error in the bridge",
-                                    "type": "server_error", "param": None,
-                                    "code": "internal_error"}}
+    assert events[-2] == {
+        "error": {
+            "message": "internal error in the bridge",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
     assert events[-1] == "[DONE]"
 
 

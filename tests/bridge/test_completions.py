@@ -20,8 +20,9 @@ URL = "/v1/completions"
 
 
 async def test_non_streaming_completion(bridge: TestClient, core: FakeCore) -> None:
-    response = await bridge.post(URL, json={"model": MODEL_ID, "prompt": "Once", "max_tokens": 3,
-                                            "seed": 7, "stop": "\n"})
+    response = await bridge.post(
+        URL, json={"model": MODEL_ID, "prompt": "Once", "max_tokens": 3, "seed": 7, "stop": "\n"}
+    )
     assert response.status == 200
     data = await response.json()
     assert data["object"] == "text_completion"
@@ -41,20 +42,30 @@ async def test_token_id_prompt(bridge: TestClient, core: FakeCore) -> None:
     assert list(core.inference.requests[0].token_ids.ids) == [1, 2, 3]
 
 
-async def test_out_of_vocabulary_token_is_400_on_prompt(bridge: TestClient,
-                                                       core: FakeCore) -> None:
+async def test_out_of_vocabulary_token_is_400_on_prompt(bridge: TestClient, core: FakeCore) -> None:
     core.inference.script = [
-        rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token id 999999 outside vocab", "token_ids")]
+        rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token id 999999 outside vocab", "token_ids")
+    ]
     response = await bridge.post(URL, json={"model": MODEL_ID, "prompt": [999999]})
     assert response.status == 400
     assert (await response.json())["error"]["param"] == "prompt"
 
 
 async def test_streaming_completion(bridge: TestClient, core: FakeCore) -> None:
-    core.inference.script = [chunk("A", 1), chunk("B", 2),
-                             final(inference_pb2.FINISH_REASON_LENGTH, completion=2)]
-    response = await bridge.post(URL, json={"model": MODEL_ID, "prompt": "x", "stream": True,
-                                            "stream_options": {"include_usage": True}})
+    core.inference.script = [
+        chunk("A", 1),
+        chunk("B", 2),
+        final(inference_pb2.FINISH_REASON_LENGTH, completion=2),
+    ]
+    response = await bridge.post(
+        URL,
+        json={
+            "model": MODEL_ID,
+            "prompt": "x",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     events = sse_events(await response.text())
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
@@ -73,8 +84,9 @@ async def test_streaming_completion_without_usage(bridge: TestClient, core: Fake
     assert all("usage" not in e for e in events[:-1])
 
 
-async def test_zero_token_stream_still_has_a_finish_chunk(bridge: TestClient,
-                                                         core: FakeCore) -> None:
+async def test_zero_token_stream_still_has_a_finish_chunk(
+    bridge: TestClient, core: FakeCore
+) -> None:
     core.inference.script = [final(completion=0)]
     response = await bridge.post(URL, json={"model": MODEL_ID, "prompt": "x", "stream": True})
     assert response.status == 200

@@ -21,7 +21,9 @@ async def test_float_embeddings_of_several_inputs(bridge: TestClient, core: Fake
     assert data["object"] == "list"
     assert data["model"] == MODEL_ID
     assert [(d["object"], d["index"], d["embedding"]) for d in data["data"]] == [
-        ("embedding", 0, [0.5, -0.25, 1.0]), ("embedding", 1, [0.5, -0.25, 1.0])]
+        ("embedding", 0, [0.5, -0.25, 1.0]),
+        ("embedding", 1, [0.5, -0.25, 1.0]),
+    ]
     assert data["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
     sent = core.inference.requests[0]
     assert isinstance(sent, inference_pb2.EmbedRequest)
@@ -29,8 +31,9 @@ async def test_float_embeddings_of_several_inputs(bridge: TestClient, core: Fake
 
 
 async def test_base64_embeddings_decode_to_the_float_vector(bridge: TestClient) -> None:
-    response = await bridge.post(URL, json={"model": MODEL_ID, "input": "a",
-                                            "encoding_format": "base64"})
+    response = await bridge.post(
+        URL, json={"model": MODEL_ID, "input": "a", "encoding_format": "base64"}
+    )
     encoded = (await response.json())["data"][0]["embedding"]
     assert list(struct.unpack("<3f", base64.b64decode(encoded))) == [0.5, -0.25, 1.0]
 
@@ -43,7 +46,8 @@ async def test_token_id_inputs(bridge: TestClient, core: FakeCore) -> None:
 
 async def test_embed_error_maps_param_to_input(bridge: TestClient, core: FakeCore) -> None:
     core.inference.embed_result = rpc_error(
-        grpc.StatusCode.INVALID_ARGUMENT, "input 1 is longer than the context", "inputs")
+        grpc.StatusCode.INVALID_ARGUMENT, "input 1 is longer than the context", "inputs"
+    )
     response = await bridge.post(URL, json={"model": MODEL_ID, "input": ["a", "b"]})
     assert response.status == 400
     error = (await response.json())["error"]

@@ -120,6 +120,11 @@ async def test_translator_leaves_other_exceptions_alone() -> None:
 
 def test_bad_request_envelope() -> None:
     body = errors.BadRequest("'temperature' must be a number", "temperature").body()
-    assert body == {"error": {"message": "'temperature' must be a number",
-                              "type": "invalid_request_error", "param": "temperature",
-                              "code": "invalid_value"}}
+    assert body == {
+        "error": {
+            "message": "'temperature' must be a number",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "invalid_value",
+        }
+    }

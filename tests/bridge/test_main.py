@@ -27,16 +27,18 @@ def settings_for(argv: list[str], env: dict[str, str] | None = None) -> Settings
 
 def test_defaults() -> None:
     settings = settings_for([])
-    assert (settings.host, settings.port, settings.core_address) == ("127.0.0.1", 8000,
-                                                                      "127.0.0.1:50051")
+    assert (settings.host, settings.port, settings.core_address) == (
+        "127.0.0.1",
+        8000,
+        "127.0.0.1:50051",
+    )
     assert settings.api_keys == ()
     assert settings.core_api_key is None
     assert settings.max_body_bytes == 16 * 1024 * 1024
 
 
 def test_keys_from_flags_and_environment() -> None:
-    settings = settings_for(["--api-key", "a", "--api-key", "b"],
-                            {"MINERVA_API_KEYS": " c, a ,,d"})
+    settings = settings_for(["--api-key", "a", "--api-key", "b"], {"MINERVA_API_KEYS": " c, a ,,d"})
     assert settings.api_keys == ("a", "b", "c", "d")
     assert settings.core_api_key == "a"
 
@@ -80,9 +82,20 @@ def test_process_starts_reports_core_down_and_stops_on_sigterm(tmp_path: Path) -
     log_path = tmp_path / "bridge.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "rest_bridge", "--listen", "127.0.0.1:0",
-             "--core", "127.0.0.1:1", "--api-key", "process-secret"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "rest_bridge",
+                "--listen",
+                "127.0.0.1:0",
+                "--core",
+                "127.0.0.1:1",
+                "--api-key",
+                "process-secret",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         port = _wait_for_port(log_path, process)

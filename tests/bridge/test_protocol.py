@@ -52,8 +52,17 @@ BAD_CHAT = [
     (chat(messages=[USER, {"role": "user", "content": None}]), "messages[1].content"),
     (chat(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
     (chat(messages=[{"role": "user", "content": []}]), "messages[0].content"),
-    (chat(messages=[{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]), "messages[0].content"),
+    (
+        chat(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}],
+                }
+            ]
+        ),
+        "messages[0].content",
+    ),
     (chat(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content"),
     (chat(messages=[{"role": "user", "content": "x", "name": 3}]), "messages[0].name"),
     (chat(temperature="hot"), "temperature"),
@@ -149,11 +158,21 @@ def test_embedding_validation_names_the_param(body: dict[str, Any], param: str) 
 
 
 def test_chat_request_carries_every_sampling_field() -> None:
-    request, mode = protocol.chat_request(chat(
-        temperature=0.5, top_p=0.9, top_k=20, min_p=0.1, repeat_penalty=1.1,
-        presence_penalty=0.5, frequency_penalty=-0.5, seed=42, stop=["\n", "END"],
-        max_tokens=64, logit_bias={"15": -100, "7": 2.5},
-    ))
+    request, mode = protocol.chat_request(
+        chat(
+            temperature=0.5,
+            top_p=0.9,
+            top_k=20,
+            min_p=0.1,
+            repeat_penalty=1.1,
+            presence_penalty=0.5,
+            frequency_penalty=-0.5,
+            seed=42,
+            stop=["\n", "END"],
+            max_tokens=64,
+            logit_bias={"15": -100, "7": 2.5},
+        )
+    )
     s = request.sampling
     assert request.model_id == MODEL
     assert (s.temperature, s.top_k, s.seed, s.max_tokens) == (0.5, 20, 42, 64)
@@ -198,28 +217,43 @@ def test_max_completion_tokens_wins_over_max_tokens() -> None:
 
 
 def test_messages_roles_and_content_parts() -> None:
-    request, _ = protocol.chat_request(chat(messages=[
-        {"role": "developer", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-         "name": "ann"},
-        {"role": "assistant", "content": None, "tool_calls": []},
-        {"role": "tool", "content": "42", "tool_call_id": "t1"},
-    ]))
+    request, _ = protocol.chat_request(
+        chat(
+            messages=[
+                {"role": "developer", "content": "be brief"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                    "name": "ann",
+                },
+                {"role": "assistant", "content": None, "tool_calls": []},
+                {"role": "tool", "content": "42", "tool_call_id": "t1"},
+            ]
+        )
+    )
     got = [(m.role, m.content, m.name) for m in request.messages]
-    assert got == [("system", "be brief", ""), ("user", "ab", "ann"), ("assistant", "", ""),
-                   ("tool", "42", "")]
+    assert got == [
+        ("system", "be brief", ""),
+        ("user", "ab", "ann"),
+        ("assistant", "", ""),
+        ("tool", "42", ""),
+    ]
 
 
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
         ({}, protocol.StreamMode(False, False)),
-        ({"stream": False, "stream_options": {"include_usage": True}},
-         protocol.StreamMode(False, False)),
+        (
+            {"stream": False, "stream_options": {"include_usage": True}},
+            protocol.StreamMode(False, False),
+        ),
         ({"stream": True}, protocol.StreamMode(True, False)),
         ({"stream": True, "stream_options": None}, protocol.StreamMode(True, False)),
-        ({"stream": True, "stream_options": {"include_usage": True}},
-         protocol.StreamMode(True, True)),
+        (
+            {"stream": True, "stream_options": {"include_usage": True}},
+            protocol.StreamMode(True, True),
+        ),
     ],
 )
 def test_stream_mode(fields: dict[str, Any], expected: protocol.StreamMode) -> None:
@@ -230,9 +264,16 @@ def test_stream_mode(fields: dict[str, Any], expected: protocol.StreamMode) -> N
     "fields",
     [
         {"n": 1, "logprobs": False, "top_logprobs": 0, "response_format": {"type": "text"}},
-        {"tools": [{"type": "function"}], "tool_choice": "auto", "user": "u1",
-         "parallel_tool_calls": False, "metadata": {"a": "b"}, "store": False,
-         "service_tier": "auto", "unknown_future_field": [1, 2]},
+        {
+            "tools": [{"type": "function"}],
+            "tool_choice": "auto",
+            "user": "u1",
+            "parallel_tool_calls": False,
+            "metadata": {"a": "b"},
+            "store": False,
+            "service_tier": "auto",
+            "unknown_future_field": [1, 2],
+        },
     ],
 )
 def test_harmless_and_unknown_fields_are_accepted(fields: dict[str, Any]) -> None:
@@ -287,4 +328,3 @@ def test_embedding_encoding_format_base64() -> None:
     body = {"model": MODEL, "input": "x", "encoding_format": "base64"}
     _, encoding = protocol.embed_request(body)
     assert encoding == "base64"
-

@@ -75,27 +75,31 @@ async def core() -> AsyncIterator[Core]:
 
 @pytest.fixture
 async def bridge(aiohttp_client: Any, core: Core) -> TestClient:
-    settings = Settings(core_address=f"127.0.0.1:{core.port}", api_keys=("client-key",),
-                        core_api_key="core-key")
+    settings = Settings(
+        core_address=f"127.0.0.1:{core.port}", api_keys=("client-key",), core_api_key="core-key"
+    )
     client: TestClient = await aiohttp_client(create_app(settings))
     return client
 
 
 def chat(content: str, stream: bool = False) -> dict[str, Any]:
-    return {"model": MODEL_ID, "messages": [{"role": "user", "content": content}],
-            "stream": stream}
+    return {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "stream": stream}
 
 
 AUTH = {"Authorization": "Bearer client-key"}
 
 
-async def test_stream_through_a_real_channel_sends_the_core_key(bridge: TestClient,
-                                                               core: Core) -> None:
+async def test_stream_through_a_real_channel_sends_the_core_key(
+    bridge: TestClient, core: Core
+) -> None:
     response = await bridge.post(CHAT, json=chat("hello", stream=True), headers=AUTH)
     assert response.status == 200
     events = sse_events(await response.text())
     assert [e["choices"][0]["delta"] for e in events[:-1]] == [
-        {"role": "assistant", "content": ""}, {"content": "tick"}, {}]
+        {"role": "assistant", "content": ""},
+        {"content": "tick"},
+        {},
+    ]
     assert core.inference.metadata[0]["authorization"] == "Bearer core-key"
 
 

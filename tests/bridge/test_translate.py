@@ -31,7 +31,9 @@ def test_finish_reasons(reason: int, expected: str) -> None:
 def test_usage_totals_and_cached_tokens() -> None:
     pb = inference_pb2.Usage(prompt_tokens=11, completion_tokens=5, cached_prompt_tokens=8)
     assert translate.usage(pb) == {
-        "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
+        "prompt_tokens": 11,
+        "completion_tokens": 5,
+        "total_tokens": 16,
         "prompt_tokens_details": {"cached_tokens": 8},
     }
 
@@ -52,10 +54,19 @@ def test_chat_completion_object() -> None:
     body = translate.chat_completion(IDS, "Hi!", final(completion=2))
     assert body["id"] == "chatcmpl-abc"
     assert body["object"] == "chat.completion"
-    assert (body["created"], body["model"], body["system_fingerprint"]) == (1700000000, "m",
-                                                                            FINGERPRINT)
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hi!"},
-                                "logprobs": None, "finish_reason": "stop"}]
+    assert (body["created"], body["model"], body["system_fingerprint"]) == (
+        1700000000,
+        "m",
+        FINGERPRINT,
+    )
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi!"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
     assert body["usage"]["total_tokens"] == 9
 
 
@@ -72,8 +83,9 @@ def test_chunks_carry_usage_null_only_when_usage_was_asked_for() -> None:
     asked = translate.chat_chunk(IDS, {"content": "x"}, with_usage_field=True)
     assert "usage" not in plain
     assert asked["usage"] is None
-    assert plain["choices"] == [{"index": 0, "delta": {"content": "x"}, "logprobs": None,
-                                 "finish_reason": None}]
+    assert plain["choices"] == [
+        {"index": 0, "delta": {"content": "x"}, "logprobs": None, "finish_reason": None}
+    ]
     text_chunk = translate.completion_chunk(IDS, "y", finish="stop", with_usage_field=True)
     assert text_chunk["choices"][0]["text"] == "y"
     assert text_chunk["choices"][0]["finish_reason"] == "stop"
@@ -98,7 +110,10 @@ def test_response_ids_are_unique_and_prefixed() -> None:
 def test_model_object_has_metadata_and_stays_small() -> None:
     body = translate.model_object(sample_model())
     assert (body["id"], body["object"], body["owned_by"]) == (
-        "smollm2-135m-instruct-q4_1", "model", "minerva")
+        "smollm2-135m-instruct-q4_1",
+        "model",
+        "minerva",
+    )
     meta = body["minerva"]
     assert meta["format"] == "gguf"
     assert meta["quantization"] == "Q4_1"
@@ -135,8 +150,10 @@ def test_base64_vector_is_little_endian_float32() -> None:
 
 def test_embedding_list() -> None:
     response = inference_pb2.EmbedResponse(
-        embeddings=[inference_pb2.Embedding(values=[1.0, 0.0]),
-                    inference_pb2.Embedding(values=[0.0, 1.0])],
+        embeddings=[
+            inference_pb2.Embedding(values=[1.0, 0.0]),
+            inference_pb2.Embedding(values=[0.0, 1.0]),
+        ],
         usage=inference_pb2.Usage(prompt_tokens=6),
     )
     body = translate.embedding_list(response, "m", "float")

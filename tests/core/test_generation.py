@@ -51,6 +51,8 @@ async def test_chat_streams_an_answer_with_usage_and_timings(client: Client) -> 
     assert final.timings.time_to_first_token_ms > 0
     assert final.timings.total_ms >= final.timings.time_to_first_token_ms
     assert final.fingerprint.startswith("fp_")
+    assert chunks[0].fingerprint == final.fingerprint
+    assert not any(c.fingerprint for c in chunks[1:])
 
 
 async def test_repeated_chat_reuses_the_cached_prompt(client: Client) -> None:
@@ -213,3 +215,21 @@ async def test_queue_overflow_is_resource_exhausted_at_once(client: Client) -> N
     assert len(served) == 5 and len(refused) == 3
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
     assert all(final.usage.completion_tokens == 60 for _, final in served)
+
+
+async def test_penalties_change_the_output_and_never_fail(client: Client) -> None:
+    def request(**penalties: float) -> pb.GenerateRequest:
+        sampling = pb.SamplingParams(temperature=0.0, max_tokens=40, **penalties)
+        return pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID, text="Repeat after me: la la la la", sampling=sampling
+        )
+
+    plain = text_of((await collect(client.inference.Generate(request())))[0])
+    for penalties in (
+        {"repeat_penalty": 1.5},
+        {"presence_penalty": 1.5},
+        {"frequency_penalty": 1.5},
+    ):
+        chunks, final = await collect(client.inference.Generate(request(**penalties)))
+        assert final.usage.completion_tokens > 0
+        assert text_of(chunks) != plain, penalties

@@ -138,9 +138,11 @@ async def test_safetensors_models_are_listed_but_not_servable(tmp_path: Path) ->
 
     models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
     save_file({"w": np.zeros((4, 8), dtype=np.float16)}, str(models_dir / "tiny.safetensors"))
-    core = await start(core_settings(models_dir))
+    # A budget so small that any load would evict whatever is loaded.
+    core = await start(core_settings(models_dir, memory_budget_mb=1))
     client = Client(core)
     try:
+        await generate(client, DEFAULT_MODEL_ID)
         got = await client.models.GetModel(models_pb2.GetModelRequest(model_id="tiny"))
         assert got.model.metadata.format == models_pb2.MODEL_FORMAT_SAFETENSORS
         assert (got.model.metadata.parameter_count, got.model.metadata.quantization) == (32, "F16")
@@ -151,7 +153,43 @@ async def test_safetensors_models_are_listed_but_not_servable(tmp_path: Path) ->
                 pass
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no engine" in (err.value.details() or "")
+        assert core.manager.state(DEFAULT_MODEL_ID)[0] == "loaded", (
+            "evicted for a model it cannot serve"
+        )
         assert (await generate(client, DEFAULT_MODEL_ID)).usage.completion_tokens == 2
+    finally:
+        await client.channel.close()
+        await core.stop(0)
+
+
+async def test_a_pinned_model_that_fails_does_not_stop_the_server(tmp_path: Path) -> None:
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    broken = ModelOptions(id="broken-pinned", path=models_dir / "corrupt.gguf", pinned=True)
+    blank = ModelOptions(
+        id="blank-template", path=DEFAULT_MODEL_PATH, chat_template="{% if false %}x{% endif %}"
+    )
+    settings = core_settings(
+        models_dir, models=(broken, blank), allowed_roots=(models_dir, DEFAULT_MODEL_PATH.parent)
+    )
+    core = await start(settings)
+    client = Client(core)
+    try:
+        assert core.manager.state("broken-pinned") == (
+            "failed",
+            core.manager.state("broken-pinned")[1],
+        )
+        assert "magic" in core.manager.state("broken-pinned")[1].lower()
+        assert (await generate(client, DEFAULT_MODEL_ID)).usage.completion_tokens == 2
+        chat = client.inference.Chat(
+            pb.ChatRequest(
+                model_id="blank-template", messages=[pb.ChatMessage(role="user", content="Hi")]
+            )
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in chat:
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(err.value.trailing_metadata() or ()).get("minerva-param") == "messages"
     finally:
         await client.channel.close()
         await core.stop(0)

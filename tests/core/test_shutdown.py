@@ -105,3 +105,36 @@ async def test_sigterm_drains_in_flight_streams_then_exits(tmp_path: Path) -> No
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+async def test_streams_past_the_grace_period_end_with_cancelled(tmp_path: Path) -> None:
+    from core.server import start
+    from tests.core.conftest import Client, core_settings
+
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    core = await start(core_settings(models_dir, queue_size=2))
+    client = Client(core)
+    no_eog = {0: -100.0, 1: -100.0, 2: -100.0, 4: -100.0}
+    request = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="Tell me a story.",
+        sampling=pb.SamplingParams(max_tokens=1000, seed=1, logit_bias=no_eog),
+    )
+    calls = [client.inference.Generate(request) for _ in range(2)]  # one runs, one waits
+    try:
+        for _ in range(200):
+            if core.drain.active == 2:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        await core.stop(0.3)
+        finals = []
+        for call in calls:
+            while (message := await call.read()) is not grpc.aio.EOF:
+                if message.WhichOneof("event") == "final":
+                    finals.append(message.final)
+        assert [f.finish_reason for f in finals] == [pb.FINISH_REASON_CANCELLED] * 2
+        tokens = sorted(f.usage.completion_tokens for f in finals)
+        assert tokens[0] == 0 and 0 < tokens[1] < 1000
+    finally:
+        await client.channel.close()

@@ -136,3 +136,27 @@ async def test_detokenize_and_embed_reject_bad_input(client: Client) -> None:
             pb.EmbedRequest(model_id=M, inputs=[pb.EmbedInput(text="x" * 20000)])
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    too_many = [pb.EmbedInput(text="x")] * 2049
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.inference.Embed(pb.EmbedRequest(model_id=M, inputs=too_many))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "2048" in (err.value.details() or "")
+
+
+async def test_unexpected_errors_are_internal_with_a_generic_message(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.inference import Inference
+
+    async def explode(*_args: object, **_kwargs: object) -> list[int]:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(Inference, "tokenize", explode)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.inference.Tokenize(pb.TokenizeRequest(model_id=M, text="x"))
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (err.value.details() or "")
+    assert "secret internal detail" in caplog.text and "Traceback" in caplog.text
+    # The server keeps serving everyone else.
+    ok = await client.inference.Detokenize(pb.DetokenizeRequest(model_id=M, token_ids=[28]))
+    assert ok.text == ","

@@ -43,7 +43,9 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.name, *self.args],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.port = int(self.wait_for_log(self.ready_pattern, START_TIMEOUT_S).group(1))
 
@@ -120,17 +122,21 @@ class Stack:
         return f"http://127.0.0.1:{self.bridge.port}/v1"
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "unused",
-                             max_retries=0, timeout=60)
+        return openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key or "unused", max_retries=0, timeout=60
+        )
 
     def async_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "unused",
-                                  max_retries=0, timeout=60)
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key or "unused", max_retries=0, timeout=60
+        )
 
     def http(self, method: str, path: str, body: bytes | None = None) -> RawResponse:
         """A plain HTTP request (with the key), for what the SDK hides: status and raw JSON."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.bridge.port}{path}", data=body, method=method,
+            f"http://127.0.0.1:{self.bridge.port}{path}",
+            data=body,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         if self.api_key:
@@ -146,8 +152,13 @@ class Stack:
         self.core.stop()
 
 
-def start_stack(log_dir: Path, models_dir: Path, core_args: list[str],
-                bridge_args: list[str], api_key: str | None) -> Stack:
+def start_stack(
+    log_dir: Path,
+    models_dir: Path,
+    core_args: list[str],
+    bridge_args: list[str],
+    api_key: str | None,
+) -> Stack:
     log_dir.mkdir(parents=True, exist_ok=True)
     core = core_process(log_dir, models_dir, *core_args)
     core.start()
@@ -172,8 +183,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Pat
 def stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Stack]:
     """The shared stack: API key on both sides, a 1 MiB body limit for the 413 test."""
     started = start_stack(
-        tmp_path_factory.mktemp("stack"), models_dir,
-        core_args=["--api-key", API_KEY], bridge_args=["--api-key", API_KEY, "--max-body-mb", "1"],
+        tmp_path_factory.mktemp("stack"),
+        models_dir,
+        core_args=["--api-key", API_KEY],
+        bridge_args=["--api-key", API_KEY, "--max-body-mb", "1"],
         api_key=API_KEY,
     )
     yield started
@@ -194,8 +207,9 @@ def make_stack(tmp_path: Path, models_dir: Path) -> Iterator[MakeStack]:
     made: list[Stack] = []
 
     def make(core_args: tuple[str, ...] = ()) -> Stack:
-        made.append(start_stack(tmp_path / f"stack{len(made)}", models_dir, list(core_args), [],
-                                None))
+        made.append(
+            start_stack(tmp_path / f"stack{len(made)}", models_dir, list(core_args), [], None)
+        )
         return made[-1]
 
     yield make

@@ -32,8 +32,7 @@ RECOVERY_TIMEOUT_S = 60.0
         ({"messages": []}, "messages"),
     ],
 )
-def test_bad_requests_are_400(client: openai.OpenAI, extra: dict[str, Any],
-                              param: str) -> None:
+def test_bad_requests_are_400(client: openai.OpenAI, extra: dict[str, Any], param: str) -> None:
     request: dict[str, Any] = {"model": MODEL, "messages": QUESTION, "max_tokens": 2, **extra}
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(**request)
@@ -79,8 +78,9 @@ def test_body_over_the_limit_is_413(stack: Stack) -> None:
 def test_full_queue_is_429_with_retry_after(make_stack: MakeStack) -> None:
     own = make_stack(core_args=("--queue-size", "0"))
     client = own.client()
-    with client.completions.create(model=MODEL, prompt=COUNTING, max_tokens=300, temperature=0,
-                                   stream=True) as running:
+    with client.completions.create(
+        model=MODEL, prompt=COUNTING, max_tokens=300, temperature=0, stream=True
+    ) as running:
         next(iter(running))  # the first request now holds the model
         with pytest.raises(openai.RateLimitError) as caught:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2)
@@ -90,8 +90,9 @@ def test_full_queue_is_429_with_retry_after(make_stack: MakeStack) -> None:
 
 def test_core_killed_mid_stream_is_an_api_error(make_stack: MakeStack) -> None:
     own = make_stack()
-    stream = own.client().completions.create(model=MODEL, prompt=COUNTING, max_tokens=400,
-                                             temperature=0, stream=True)
+    stream = own.client().completions.create(
+        model=MODEL, prompt=COUNTING, max_tokens=400, temperature=0, stream=True
+    )
     received = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:

@@ -33,8 +33,9 @@ def test_models_list_and_retrieve(client: openai.OpenAI, stack: Stack) -> None:
 
 
 def test_chat_non_streaming_usage_and_fingerprint(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12,
-                                           temperature=0)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=12, temperature=0
+    )
     assert reply.object == "chat.completion"
     assert reply.id.startswith("chatcmpl-")
     assert reply.model == MODEL
@@ -51,14 +52,20 @@ def test_chat_non_streaming_usage_and_fingerprint(client: openai.OpenAI) -> None
 
 
 def test_chat_stream_matches_the_non_streaming_answer(client: openai.OpenAI) -> None:
-    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12,
-                                           temperature=0)
+    whole = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=12, temperature=0
+    )
     stream = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=12, temperature=0, stream=True,
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert {c.system_fingerprint for c in chunks} == {whole.system_fingerprint}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     finishing = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -72,13 +79,17 @@ def test_chat_stream_matches_the_non_streaming_answer(client: openai.OpenAI) -> 
 
 
 def test_completions_streaming_and_not(client: openai.OpenAI) -> None:
-    whole = client.completions.create(model=MODEL, prompt="The capital of France is",
-                                      max_tokens=8, temperature=0)
+    whole = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0
+    )
     assert whole.object == "text_completion"
     assert whole.id.startswith("cmpl-")
     assert whole.usage is not None and whole.usage.completion_tokens <= 8
-    chunks = list(client.completions.create(model=MODEL, prompt="The capital of France is",
-                                            max_tokens=8, temperature=0, stream=True))
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
     assert all(c.object == "text_completion" for c in chunks)
@@ -97,14 +108,14 @@ def test_max_tokens_1_finishes_with_length(client: openai.OpenAI, endpoint: str)
 
 
 def test_max_completion_tokens_is_honoured(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=QUESTION,
-                                           max_completion_tokens=2)
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_completion_tokens=2)
     assert reply.usage is not None and reply.usage.completion_tokens <= 2
 
 
 def _story(client: openai.OpenAI, seed: int) -> str:
-    reply = client.completions.create(model=MODEL, prompt="Once upon a time, in a", max_tokens=12,
-                                      temperature=0.8, seed=seed)
+    reply = client.completions.create(
+        model=MODEL, prompt="Once upon a time, in a", max_tokens=12, temperature=0.8, seed=seed
+    )
     return reply.choices[0].text
 
 
@@ -120,15 +131,17 @@ def test_stop_string_cuts_the_answer_before_it(client: openai.OpenAI) -> None:
     reference = full.choices[0].text
     stop = " 8,"
     assert stop in reference, reference
-    cut = client.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0,
-                                    stop=[stop, "zzz"])
+    cut = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stop=[stop, "zzz"]
+    )
     assert cut.choices[0].text == reference[: reference.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
 
 def test_embeddings_float_and_base64_agree(client: openai.OpenAI) -> None:
-    floats = client.embeddings.create(model=MODEL, input=["hello world", "goodbye"],
-                                      encoding_format="float")
+    floats = client.embeddings.create(
+        model=MODEL, input=["hello world", "goodbye"], encoding_format="float"
+    )
     assert [d.index for d in floats.data] == [0, 1]
     vector = floats.data[0].embedding
     assert len(vector) == EMBEDDING_SIZE

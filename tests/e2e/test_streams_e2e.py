@@ -26,21 +26,22 @@ def test_disconnect_stops_generation_within_a_couple_of_tokens(
 ) -> None:
     log_mark = stack.core.log_size()
     received = 0
-    with client.completions.create(model=MODEL, prompt="1, 2, 3, 4, 5, 6, 7, 8,",
-                                   max_tokens=400, temperature=0, stream=True) as stream:
+    with client.completions.create(
+        model=MODEL, prompt="1, 2, 3, 4, 5, 6, 7, 8,", max_tokens=400, temperature=0, stream=True
+    ) as stream:
         for chunk in stream:
             received += bool(chunk.choices[0].text)
             if received == 5:
                 break
     found = stack.core.wait_for_log(
         rf"generation cancelled: model={re.escape(MODEL)} tokens=(\d+)",
-        CANCEL_LOG_TIMEOUT_S, since=log_mark,
+        CANCEL_LOG_TIMEOUT_S,
+        since=log_mark,
     )
     generated = int(found.group(1))
     log.info("disconnect after %d tokens: the core generated %d", received, generated)
     assert received <= generated <= received + CANCEL_SLACK_TOKENS
-    reply = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=2)
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2)
     assert reply.usage is not None and reply.usage.completion_tokens >= 1
 
 
@@ -58,8 +59,9 @@ TOKENS = 16
 
 
 async def _stream_text(client: openai.AsyncOpenAI, prompt: str) -> tuple[str, str | None]:
-    stream = await client.completions.create(model=MODEL, prompt=prompt, max_tokens=TOKENS,
-                                             temperature=0, stream=True)
+    stream = await client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=TOKENS, temperature=0, stream=True
+    )
     parts, reason = [], None
     async for chunk in stream:
         parts.append(chunk.choices[0].text)
@@ -67,11 +69,13 @@ async def _stream_text(client: openai.AsyncOpenAI, prompt: str) -> tuple[str, st
     return "".join(parts), reason
 
 
-def test_eight_concurrent_streams_complete_without_cross_talk(client: openai.OpenAI,
-                                                              stack: Stack) -> None:
+def test_eight_concurrent_streams_complete_without_cross_talk(
+    client: openai.OpenAI, stack: Stack
+) -> None:
     alone = [
         client.completions.create(model=MODEL, prompt=prompt, max_tokens=TOKENS, temperature=0)
-        .choices[0].text
+        .choices[0]
+        .text
         for prompt in PROMPTS
     ]
     assert len(set(alone)) == len(PROMPTS), "prompts must give distinct answers"

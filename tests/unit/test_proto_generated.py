@@ -13,11 +13,17 @@ GENERATED = ROOT / "proto" / "minerva" / "v1"
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), str(tmp_path)], check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), str(tmp_path)], check=True
+    )
     fresh = sorted(p.name for p in (tmp_path / "minerva" / "v1").iterdir())
     assert fresh == sorted(p.name for p in GENERATED.iterdir() if "_pb2" in p.name)
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "minerva" / "v1", GENERATED, fresh, shallow=False)
-    assert not mismatch and not errors, f"stale generated code, run `make proto`: {mismatch + errors}"
+    _, mismatch, errors = filecmp.cmpfiles(
+        tmp_path / "minerva" / "v1", GENERATED, fresh, shallow=False
+    )
+    assert not mismatch and not errors, (
+        f"stale generated code, run `make proto`: {mismatch + errors}"
+    )
 
 
 def test_generated_imports_are_package_qualified() -> None:

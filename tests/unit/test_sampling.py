@@ -103,7 +103,7 @@ FIELD_ROWS = [
     ("frequency_penalty", -2.5, False),
     ("frequency_penalty", 3.0, False),
     ("seed", 0, True),
-    ("seed", 2**32 - 1, True),
+    ("seed", 2**32 - 2, True),
     ("max_tokens", 1, True),
     ("max_tokens", 2**32 - 1, True),
     ("max_tokens", 0, False),
@@ -129,6 +129,15 @@ def test_field_bounds(field: str, value: float, accepted: bool) -> None:
         sampling_from_pb(p)
     assert info.value.param == f"sampling.{field}"
     assert f"sampling.{field}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("sent", "used"),
+    [(2**32 - 1, 2**32 - 2), (2**32 - 2, 2**32 - 2), (0, 0), (42, 42)],
+)
+def test_llama_random_seed_sentinel_is_not_passed_through(sent: int, used: int) -> None:
+    # 0xFFFFFFFF would make llama.cpp pick a random seed, breaking reproducibility.
+    assert sampling_from_pb(params(seed=sent)).seed == used
 
 
 def test_float32_values_come_back_as_written() -> None:

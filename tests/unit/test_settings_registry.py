@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from core.__main__ import build_settings, parse_args
 from core.errors import ConfigError, ModelNotFound
 from core.metadata.types import ModelFormat
 from core.registry import Registry, id_from_path, validate_id
@@ -122,3 +124,121 @@ def test_scan_finds_gguf_safetensors_files_and_sharded_dirs(tmp_path: Path) -> N
     (tmp_path / "late.gguf").write_bytes(b"GGUF")
     registry.rescan()
     assert "late" in {s.id for s in registry.specs()}
+
+
+BAD_SERVER_VALUES = [
+    ("queue_size", -1),
+    ("default_context_size", 0),
+    ("threads", 0),
+    ("memory_budget_mb", 0),
+    ("max_message_mb", 0),
+    ("shutdown_grace_s", -0.5),
+    ("idle_ttl_s", -1.0),
+    ("idle_ttl_s", float("nan")),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_SERVER_VALUES)
+def test_out_of_range_settings_are_config_errors(key: str, value: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings(**{key: value})  # type: ignore[arg-type]
+    assert f"`{key}`" in err.value.message
+
+
+def test_smallest_valid_settings_are_accepted() -> None:
+    settings = Settings(
+        queue_size=0,
+        default_context_size=1,
+        threads=1,
+        memory_budget_mb=1,
+        max_message_mb=1,
+        shutdown_grace_s=0.0,
+        idle_ttl_s=0.0,
+    )
+    assert (settings.queue_size, settings.idle_ttl_s, settings.shutdown_grace_s) == (0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[server]\nqueue_size = -1\n", "`queue_size`"),
+        ("[server]\nmax_message_mb = 0\n", "`max_message_mb`"),
+        (
+            "[[models]]\nid = 'm'\npath = 'm.gguf'\ncontext_size = 0\n",
+            "`context_size` of model 'm'",
+        ),
+        ("[[models]]\nid = 'm'\npath = 'm.gguf'\nthreads = -2\n", "`threads` of model 'm'"),
+    ],
+)
+def test_out_of_range_toml_values_are_config_errors(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings(**load_config(write_config(tmp_path, text)))
+    assert fragment in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("flag", "key"),
+    [
+        ("--queue-size=-1", "queue_size"),
+        ("--context-size=0", "default_context_size"),
+        ("--threads=0", "threads"),
+        ("--memory-budget-mb=0", "memory_budget_mb"),
+        ("--max-message-mb=0", "max_message_mb"),
+        ("--shutdown-grace=-1", "shutdown_grace_s"),
+        ("--idle-ttl=-1", "idle_ttl_s"),
+    ],
+)
+def test_out_of_range_cli_flags_are_config_errors(tmp_path: Path, flag: str, key: str) -> None:
+    args = parse_args(["--models-dir", str(tmp_path), flag])
+    with pytest.raises(ConfigError) as err:
+        build_settings(args, {})
+    assert f"`{key}`" in err.value.message
+
+
+def test_unknown_configured_format_names_the_model_and_the_choices(tmp_path: Path) -> None:
+    from core.settings import ModelOptions
+
+    (tmp_path / "m.bin").write_bytes(b"GGML")
+    opts = ModelOptions(id="old-model", path=tmp_path / "m.bin", format="ggml")
+    with pytest.raises(ConfigError) as err:
+        Registry(Settings(models=(opts,), allowed_roots=(tmp_path,)))
+    assert "'old-model'" in err.value.message and "'ggml'" in err.value.message
+    assert "'gguf'" in err.value.message and "'safetensors'" in err.value.message
+
+
+def test_unreadable_entry_is_skipped_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import core.registry
+
+    (tmp_path / "good.gguf").write_bytes(b"GGUF")
+    (tmp_path / "locked").mkdir()
+    real = core.registry.detect_format
+
+    def detect(path: Path) -> ModelFormat | None:
+        # What a chmod 000 directory gives a non-root user when its index file is probed.
+        if path.name == "locked":
+            raise PermissionError(13, "Permission denied", str(path / "model.safetensors"))
+        return real(path)
+
+    monkeypatch.setattr(core.registry, "detect_format", detect)
+    with caplog.at_level(logging.WARNING, logger="core.registry"):
+        registry = Registry(Settings(models_dir=tmp_path))
+    assert [s.id for s in registry.specs()] == ["good"]
+    assert any("locked" in r.getMessage() for r in caplog.records)
+
+
+def test_scanned_names_with_invalid_ids_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("_x.gguf", "a" * 129 + ".gguf", "ok.gguf", "b" * 128 + ".gguf"):
+        (tmp_path / name).write_bytes(b"GGUF")
+    with caplog.at_level(logging.WARNING, logger="core.registry"):
+        registry = Registry(Settings(models_dir=tmp_path))
+    assert sorted(s.id for s in registry.specs()) == ["b" * 128, "ok"]
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'_x'" in warned and repr("a" * 129) in warned
+    with pytest.raises(ModelNotFound):
+        registry.get("_x")

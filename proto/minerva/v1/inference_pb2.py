@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aminerva/v1/inference.proto\x12\nminerva.v1\"\xf1\x03\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\rH\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x17\n\nmax_tokens\x18\n \x01(\rH\x08\x88\x01\x01\x12=\n\nlogit_bias\x18\x0b \x03(\x0b\x32).minerva.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seedB\r\n\x0b_max_tokens\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\xb7\x01\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12 \n\x18\x64\x65\x63ode_tokens_per_second\x18\x05 \x01(\x01\x12 \n\x18prompt_tokens_per_second\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\"2\n\x0fGenerationChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\"\xb5\x01\n\x0fGenerationFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.minerva.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.minerva.v1.Usage\x12$\n\x07timings\x18\x03 \x01(\x0b\x32\x13.minerva.v1.Timings\x12\x14\n\x0cmatched_stop\x18\x04 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xc0\x01\n\x0fGenerateRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x14.minerva.v1.TokenIdsH\x00\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.minerva.v1.SamplingParams\x12\x18\n\x0b\x61\x64\x64_special\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06promptB\x0e\n\x0c_add_special\"w\n\x10GenerateResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.minerva.v1.GenerationChunkH\x00\x12,\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.minerva.v1.GenerationFinalH\x00\x42\x07\n\x05\x65vent\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"x\n\x0b\x43hatRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.minerva.v1.ChatMessage\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.minerva.v1.SamplingParams\"s\n\x0c\x43hatResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.minerva.v1.GenerationChunkH\x00\x12,\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.minerva.v1.GenerationFinalH\x00\x42\x07\n\x05\x65vent\"P\n\nEmbedInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.minerva.v1.TokenIdsH\x00\x42\x07\n\x05input\"n\n\x0c\x45mbedRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x06inputs\x18\x02 \x03(\x0b\x32\x16.minerva.v1.EmbedInput\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\\\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.minerva.v1.Embedding\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.minerva.v1.Usage\"r\n\x0fTokenizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x18\n\x0b\x61\x64\x64_special\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\rparse_special\x18\x04 \x01(\x08\x42\x0e\n\x0c_add_special\"%\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\"8\n\x11\x44\x65tokenizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xea\x02\n\x10InferenceService\x12G\n\x08Generate\x12\x1b.minerva.v1.GenerateRequest\x1a\x1c.minerva.v1.GenerateResponse0\x01\x12;\n\x04\x43hat\x12\x17.minerva.v1.ChatRequest\x1a\x18.minerva.v1.ChatResponse0\x01\x12<\n\x05\x45mbed\x12\x18.minerva.v1.EmbedRequest\x1a\x19.minerva.v1.EmbedResponse\x12\x45\n\x08Tokenize\x12\x1b.minerva.v1.TokenizeRequest\x1a\x1c.minerva.v1.TokenizeResponse\x12K\n\nDetokenize\x12\x1d.minerva.v1.DetokenizeRequest\x1a\x1e.minerva.v1.DetokenizeResponseBI\n\rio.minerva.v1P\x01Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aminerva/v1/inference.proto\x12\nminerva.v1\"\xf1\x03\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05min_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\rH\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x17\n\nmax_tokens\x18\n \x01(\rH\x08\x88\x01\x01\x12=\n\nlogit_bias\x18\x0b \x03(\x0b\x32).minerva.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x11\n\x0f_repeat_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seedB\r\n\x0b_max_tokens\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"\xb7\x01\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12 \n\x18\x64\x65\x63ode_tokens_per_second\x18\x05 \x01(\x01\x12 \n\x18prompt_tokens_per_second\x18\x06 \x01(\x01\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\"G\n\x0fGenerationChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\"\xb5\x01\n\x0fGenerationFinal\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.minerva.v1.FinishReason\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.minerva.v1.Usage\x12$\n\x07timings\x18\x03 \x01(\x0b\x32\x13.minerva.v1.Timings\x12\x14\n\x0cmatched_stop\x18\x04 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xc0\x01\n\x0fGenerateRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x14.minerva.v1.TokenIdsH\x00\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.minerva.v1.SamplingParams\x12\x18\n\x0b\x61\x64\x64_special\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06promptB\x0e\n\x0c_add_special\"w\n\x10GenerateResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.minerva.v1.GenerationChunkH\x00\x12,\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.minerva.v1.GenerationFinalH\x00\x42\x07\n\x05\x65vent\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"x\n\x0b\x43hatRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.minerva.v1.ChatMessage\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.minerva.v1.SamplingParams\"s\n\x0c\x43hatResponse\x12,\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1b.minerva.v1.GenerationChunkH\x00\x12,\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1b.minerva.v1.GenerationFinalH\x00\x42\x07\n\x05\x65vent\"P\n\nEmbedInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12)\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x14.minerva.v1.TokenIdsH\x00\x42\x07\n\x05input\"n\n\x0c\x45mbedRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12&\n\x06inputs\x18\x02 \x03(\x0b\x32\x16.minerva.v1.EmbedInput\x12\x16\n\tnormalize\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_normalize\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\\\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.minerva.v1.Embedding\x12 \n\x05usage\x18\x02 \x01(\x0b\x32\x11.minerva.v1.Usage\"r\n\x0fTokenizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x18\n\x0b\x61\x64\x64_special\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x15\n\rparse_special\x18\x04 \x01(\x08\x42\x0e\n\x0c_add_special\"%\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\"8\n\x11\x44\x65tokenizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xea\x02\n\x10InferenceService\x12G\n\x08Generate\x12\x1b.minerva.v1.GenerateRequest\x1a\x1c.minerva.v1.GenerateResponse0\x01\x12;\n\x04\x43hat\x12\x17.minerva.v1.ChatRequest\x1a\x18.minerva.v1.ChatResponse0\x01\x12<\n\x05\x45mbed\x12\x18.minerva.v1.EmbedRequest\x1a\x19.minerva.v1.EmbedResponse\x12\x45\n\x08Tokenize\x12\x1b.minerva.v1.TokenizeRequest\x1a\x1c.minerva.v1.TokenizeResponse\x12K\n\nDetokenize\x12\x1d.minerva.v1.DetokenizeRequest\x1a\x1e.minerva.v1.DetokenizeResponseBI\n\rio.minerva.v1P\x01Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.minerva.v1P\001Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1'
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2259
-  _globals['_FINISHREASON']._serialized_end=2383
+  _globals['_FINISHREASON']._serialized_start=2280
+  _globals['_FINISHREASON']._serialized_end=2404
   _globals['_SAMPLINGPARAMS']._serialized_start=43
   _globals['_SAMPLINGPARAMS']._serialized_end=540
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=360
@@ -45,37 +45,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=632
   _globals['_TIMINGS']._serialized_end=815
   _globals['_GENERATIONCHUNK']._serialized_start=817
-  _globals['_GENERATIONCHUNK']._serialized_end=867
-  _globals['_GENERATIONFINAL']._serialized_start=870
-  _globals['_GENERATIONFINAL']._serialized_end=1051
-  _globals['_TOKENIDS']._serialized_start=1053
-  _globals['_TOKENIDS']._serialized_end=1076
-  _globals['_GENERATEREQUEST']._serialized_start=1079
-  _globals['_GENERATEREQUEST']._serialized_end=1271
-  _globals['_GENERATERESPONSE']._serialized_start=1273
-  _globals['_GENERATERESPONSE']._serialized_end=1392
-  _globals['_CHATMESSAGE']._serialized_start=1394
-  _globals['_CHATMESSAGE']._serialized_end=1452
-  _globals['_CHATREQUEST']._serialized_start=1454
-  _globals['_CHATREQUEST']._serialized_end=1574
-  _globals['_CHATRESPONSE']._serialized_start=1576
-  _globals['_CHATRESPONSE']._serialized_end=1691
-  _globals['_EMBEDINPUT']._serialized_start=1693
-  _globals['_EMBEDINPUT']._serialized_end=1773
-  _globals['_EMBEDREQUEST']._serialized_start=1775
-  _globals['_EMBEDREQUEST']._serialized_end=1885
-  _globals['_EMBEDDING']._serialized_start=1887
-  _globals['_EMBEDDING']._serialized_end=1914
-  _globals['_EMBEDRESPONSE']._serialized_start=1916
-  _globals['_EMBEDRESPONSE']._serialized_end=2008
-  _globals['_TOKENIZEREQUEST']._serialized_start=2010
-  _globals['_TOKENIZEREQUEST']._serialized_end=2124
-  _globals['_TOKENIZERESPONSE']._serialized_start=2126
-  _globals['_TOKENIZERESPONSE']._serialized_end=2163
-  _globals['_DETOKENIZEREQUEST']._serialized_start=2165
-  _globals['_DETOKENIZEREQUEST']._serialized_end=2221
-  _globals['_DETOKENIZERESPONSE']._serialized_start=2223
-  _globals['_DETOKENIZERESPONSE']._serialized_end=2257
-  _globals['_INFERENCESERVICE']._serialized_start=2386
-  _globals['_INFERENCESERVICE']._serialized_end=2748
+  _globals['_GENERATIONCHUNK']._serialized_end=888
+  _globals['_GENERATIONFINAL']._serialized_start=891
+  _globals['_GENERATIONFINAL']._serialized_end=1072
+  _globals['_TOKENIDS']._serialized_start=1074
+  _globals['_TOKENIDS']._serialized_end=1097
+  _globals['_GENERATEREQUEST']._serialized_start=1100
+  _globals['_GENERATEREQUEST']._serialized_end=1292
+  _globals['_GENERATERESPONSE']._serialized_start=1294
+  _globals['_GENERATERESPONSE']._serialized_end=1413
+  _globals['_CHATMESSAGE']._serialized_start=1415
+  _globals['_CHATMESSAGE']._serialized_end=1473
+  _globals['_CHATREQUEST']._serialized_start=1475
+  _globals['_CHATREQUEST']._serialized_end=1595
+  _globals['_CHATRESPONSE']._serialized_start=1597
+  _globals['_CHATRESPONSE']._serialized_end=1712
+  _globals['_EMBEDINPUT']._serialized_start=1714
+  _globals['_EMBEDINPUT']._serialized_end=1794
+  _globals['_EMBEDREQUEST']._serialized_start=1796
+  _globals['_EMBEDREQUEST']._serialized_end=1906
+  _globals['_EMBEDDING']._serialized_start=1908
+  _globals['_EMBEDDING']._serialized_end=1935
+  _globals['_EMBEDRESPONSE']._serialized_start=1937
+  _globals['_EMBEDRESPONSE']._serialized_end=2029
+  _globals['_TOKENIZEREQUEST']._serialized_start=2031
+  _globals['_TOKENIZEREQUEST']._serialized_end=2145
+  _globals['_TOKENIZERESPONSE']._serialized_start=2147
+  _globals['_TOKENIZERESPONSE']._serialized_end=2184
+  _globals['_DETOKENIZEREQUEST']._serialized_start=2186
+  _globals['_DETOKENIZEREQUEST']._serialized_end=2242
+  _globals['_DETOKENIZERESPONSE']._serialized_start=2244
+  _globals['_DETOKENIZERESPONSE']._serialized_end=2278
+  _globals['_INFERENCESERVICE']._serialized_start=2407
+  _globals['_INFERENCESERVICE']._serialized_end=2769
 # @@protoc_insertion_point(module_scope)
