@@ -105,7 +105,8 @@ async def start(settings: Settings) -> CoreServer:
         interceptors=[ErrorInterceptor(), drain, AuthInterceptor(settings.api_keys)],
         options=[
             ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
+            # Replies (embeddings above all) may outgrow requests; the bridge accepts this much.
+            ("grpc.max_send_message_length", max(64 * 2**20, 4 * limit)),
         ],
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(

@@ -69,8 +69,10 @@ def bench_llama_cpp_python(model: Path, threads: int, max_tokens: int, ctx: int)
     for prompt in [PROMPTS[0], *PROMPTS]:  # the first run warms up and is dropped
         start = time.perf_counter()
         stamps = []
-        for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
-            stamps.append(time.perf_counter())
+        stream = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True)
+        for chunk in stream:
+            if chunk["choices"][0]["finish_reason"] is None:  # the closing chunk carries no token
+                stamps.append(time.perf_counter())
         runs.append(Run.timed(start, stamps))
         llm.reset()  # no prefix reuse across prompts: same conditions as a fresh request
     del llm
