@@ -154,3 +154,21 @@ def test_embeddings_float_and_base64_agree(client: openai.OpenAI) -> None:
     assert floats.usage.prompt_tokens > 2
     assert floats.usage.total_tokens == floats.usage.prompt_tokens
     assert floats.data[1].embedding != pytest.approx(vector)
+
+
+def test_every_sampling_parameter_is_accepted_and_used(client: openai.OpenAI) -> None:
+    base = {"model": MODEL, "messages": QUESTION, "max_tokens": 24, "temperature": 0}
+    plain = client.chat.completions.create(**base)
+    tuned = client.chat.completions.create(
+        **base,
+        presence_penalty=1.5,
+        frequency_penalty=1.5,
+        top_p=0.9,
+        seed=7,
+        user="u-1",
+        logit_bias={"28": -100},
+        extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.3},
+    )
+    assert tuned.choices[0].message.content
+    assert tuned.choices[0].message.content != plain.choices[0].message.content
+    assert "," not in (tuned.choices[0].message.content or "")  # token 28 is "," and was banned
