@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.engine.base import Engine
-from core.engine.llama_backend import LoadOptions
+from core.engine.llama_backend import LoadOptions, gpu_offload_supported
 from core.engine.llama_engine import LlamaEngine
 from core.metadata.types import HeaderInfo, ModelFormat
 from core.registry import ModelSpec
 
 Progress = Callable[[float], None]
+log = logging.getLogger(__name__)
+
+
+def _warn_if_no_gpu(spec: ModelSpec) -> None:
+    if spec.n_gpu_layers != 0 and not gpu_offload_supported():
+        log.warning(
+            "model %s asks for n_gpu_layers=%d but this llama-cpp-python build has no GPU "
+            "offload; it runs on the CPU (see README: GPU)",
+            spec.id,
+            spec.n_gpu_layers,
+        )
 
 
 def _load_gguf(spec: ModelSpec, context_size: int, queue_size: int, progress: Progress) -> Engine:
+    _warn_if_no_gpu(spec)
     opts = LoadOptions(
         path=spec.path,
         context_size=context_size,

@@ -193,3 +193,25 @@ async def test_a_pinned_model_that_fails_does_not_stop_the_server(tmp_path: Path
     finally:
         await client.channel.close()
         await core.stop(0)
+
+
+async def test_gpu_layers_on_a_cpu_build_warn_and_still_serve(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.engine.llama_backend import gpu_offload_supported
+
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    gpu = ModelOptions(id="smol-gpu", path=DEFAULT_MODEL_PATH, n_gpu_layers=-1)
+    core = await start(
+        core_settings(models_dir, models=(gpu,), allowed_roots=(DEFAULT_MODEL_PATH.parent,))
+    )
+    client = Client(core)
+    try:
+        got = await client.models.GetModel(models_pb2.GetModelRequest(model_id="smol-gpu"))
+        assert got.model.n_gpu_layers == -1
+        assert (await generate(client, "smol-gpu")).usage.completion_tokens == 2
+        warned = "no GPU offload" in caplog.text
+        assert warned == (not gpu_offload_supported())
+    finally:
+        await client.channel.close()
+        await core.stop(0)
