@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -83,12 +84,14 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    behavior: Callable[..., AsyncIterator[Any]], method: str
-) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    behavior: Callable[..., AsyncGenerator[Any, None]], method: str
+) -> Callable[..., AsyncGenerator[Any, None]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         try:
-            async for item in behavior(request, context):
-                yield item
+            # aclosing: when the call ends early the inner stream is closed now, not by the GC.
+            async with contextlib.aclosing(behavior(request, context)) as items:
+                async for item in items:
+                    yield item
         except _PASS_THROUGH:
             raise
         except Exception as exc:
