@@ -160,13 +160,13 @@ def completion_chunk(
     return chunk
 
 
-def model_object(model: models_pb2.Model, created: int = 0) -> dict[str, Any]:
+def model_object(model: models_pb2.Model) -> dict[str, Any]:
     """An OpenAI model object plus Minerva's header metadata (kept well under 1 KB)."""
     meta = model.metadata
     return {
         "id": model.id,
         "object": "model",
-        "created": created,
+        "created": model.modified_unix,
         "owned_by": OWNED_BY,
         "minerva": {
             "format": _enum_suffix(models_pb2.ModelFormat.Name(meta.format), "MODEL_FORMAT_"),
@@ -193,8 +193,8 @@ def _enum_suffix(name: str, prefix: str) -> str:
     return name.removeprefix(prefix).lower()
 
 
-def model_list(models: Sequence[models_pb2.Model], created: int = 0) -> dict[str, Any]:
-    return {"object": "list", "data": [model_object(model, created) for model in models]}
+def model_list(models: Sequence[models_pb2.Model]) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(model) for model in models]}
 
 
 def encode_vector(values: Sequence[float], encoding: str) -> list[float] | str:

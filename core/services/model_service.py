@@ -38,6 +38,7 @@ class ModelCatalog:
             header = self.registry.header(spec)
             # A loaded model reports the file it was loaded from, even if that file changed since.
             model.fingerprint = self.manager.fingerprint(spec.id) or fingerprint(spec.path)
+            model.modified_unix = int(spec.path.stat().st_mtime)
         except MinervaError as exc:
             if strict:
                 raise

@@ -108,7 +108,10 @@ def test_response_ids_are_unique_and_prefixed() -> None:
 
 
 def test_model_object_has_metadata_and_stays_small() -> None:
-    body = translate.model_object(sample_model())
+    model = sample_model()
+    model.modified_unix = 1738911720
+    body = translate.model_object(model)
+    assert body["created"] == 1738911720
     assert (body["id"], body["object"], body["owned_by"]) == (
         "smollm2-135m-instruct-q4_1",
         "model",

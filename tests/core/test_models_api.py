@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from minerva.v1 import models_pb2
 
-from tests.conftest import DEFAULT_MODEL_ID
+from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH
 from tests.core.conftest import CORRUPT_ID, Client
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -32,6 +32,7 @@ async def test_list_models_reports_real_metadata_and_the_corrupt_file(client: Cl
     assert meta.file_size_bytes == 98362432
     assert by_id[DEFAULT_MODEL_ID].servable
     assert by_id[DEFAULT_MODEL_ID].fingerprint.startswith("fp_")
+    assert by_id[DEFAULT_MODEL_ID].modified_unix == int(DEFAULT_MODEL_PATH.stat().st_mtime)
     broken = by_id[CORRUPT_ID]
     assert broken.load_state == models_pb2.LOAD_STATE_FAILED
     assert "magic" in broken.error.lower()

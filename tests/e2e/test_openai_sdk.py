@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.conftest import DEFAULT_MODEL_PATH
 from tests.e2e.conftest import MODEL, Stack
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +24,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI, stack: Stack) -> None:
     assert ids == [MODEL]
     model = client.models.retrieve(MODEL)
     assert (model.id, model.object, model.owned_by) == (MODEL, "model", "minerva")
+    assert model.created == int(DEFAULT_MODEL_PATH.stat().st_mtime)  # the file's modification time
     meta = model.model_extra["minerva"]  # type: ignore[index]
     assert (meta["format"], meta["quantization"], meta["architecture"]) == ("gguf", "Q4_1", "llama")
     assert (meta["tensor_count"], meta["layer_count"], meta["vocab_size"]) == (272, 30, 49152)
