@@ -168,8 +168,8 @@ class ModelManager:
         self._on_state(spec.id, "loading")
         loop = asyncio.get_running_loop()
 
-        def progress(value: float) -> None:
-            loop.call_soon_threadsafe(self._broadcast, slot, LoadProgress("loading_weights", value))
+        def progress(event: LoadProgress) -> None:  # called on the loading thread
+            loop.call_soon_threadsafe(self._broadcast, slot, event)
 
         slot.engine = await self._factory.load(spec, header, progress)
         slot.error = ""

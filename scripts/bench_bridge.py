@@ -113,8 +113,9 @@ def model_id(model: Path) -> str:
 # --- the three ways in ------------------------------------------------------------------------
 
 
-async def stream_http(session: aiohttp.ClientSession, url: str, body: dict[str, object],
-                      count_usage: bool) -> StreamResult:
+async def stream_http(
+    session: aiohttp.ClientSession, url: str, body: dict[str, object], count_usage: bool
+) -> StreamResult:
     """One /v1/completions stream. Tokens: the usage chunk when asked for, else text chunks."""
     start = time.perf_counter()
     ttft, chunks, usage_tokens = 0.0, 0, None
@@ -136,10 +137,12 @@ async def stream_http(session: aiohttp.ClientSession, url: str, body: dict[str, 
     return StreamResult(tokens, ttft)
 
 
-async def stream_grpc(stub: inference_pb2_grpc.InferenceServiceStub, model: str, prompt: str,
-                      max_tokens: int) -> StreamResult:
+async def stream_grpc(
+    stub: inference_pb2_grpc.InferenceServiceStub, model: str, prompt: str, max_tokens: int
+) -> StreamResult:
     request = inference_pb2.GenerateRequest(
-        model_id=model, text=prompt,
+        model_id=model,
+        text=prompt,
         sampling=inference_pb2.SamplingParams(
             temperature=0, repeat_penalty=1.0, max_tokens=max_tokens
         ),
@@ -166,8 +169,9 @@ async def run_load(path: str, clients: int, stream: StreamFn) -> Row:
     return Row(clients, path, sum(r.tokens for r in results), wall, mean_ttft)
 
 
-async def measure(paths: dict[str, StreamFn], client_counts: Sequence[int],
-                  rounds: int) -> list[Row]:
+async def measure(
+    paths: dict[str, StreamFn], client_counts: Sequence[int], rounds: int
+) -> list[Row]:
     """Best of `rounds` per (clients, path): other work on a shared box only ever slows a run."""
     for warm_up in paths.values():
         await warm_up(PROMPTS[0])  # loads the model, fills caches
@@ -176,19 +180,33 @@ async def measure(paths: dict[str, StreamFn], client_counts: Sequence[int],
         for clients in client_counts:
             for name, stream in paths.items():
                 row = await run_load(name, clients, stream)
-                print(f"  round {round_no}: {clients} client(s) via {name}: "
-                      f"{row.tok_per_s:.1f} tok/s", flush=True)
+                print(
+                    f"  round {round_no}: {clients} client(s) via {name}: "
+                    f"{row.tok_per_s:.1f} tok/s",
+                    flush=True,
+                )
                 key = (clients, name)
                 if key not in best or row.tok_per_s > best[key].tok_per_s:
                     best[key] = row
     return list(best.values())
 
 
-def http_paths(session: aiohttp.ClientSession, bridge_url: str | None, llama_url: str | None,
-               model: str, max_tokens: int) -> dict[str, StreamFn]:
+def http_paths(
+    session: aiohttp.ClientSession,
+    bridge_url: str | None,
+    llama_url: str | None,
+    model: str,
+    max_tokens: int,
+) -> dict[str, StreamFn]:
     def body(prompt: str, usage: bool) -> dict[str, object]:
-        fields: dict[str, object] = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                     "temperature": 0, "repeat_penalty": 1.0, "stream": True}
+        fields: dict[str, object] = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "repeat_penalty": 1.0,
+            "stream": True,
+        }
         if usage:
             fields["stream_options"] = {"include_usage": True}
         return fields
@@ -201,17 +219,24 @@ def http_paths(session: aiohttp.ClientSession, bridge_url: str | None, llama_url
     return paths
 
 
-async def bench(args: argparse.Namespace, core_port: int, bridge_port: int,
-                llama_port: int | None) -> list[Row]:
+async def bench(
+    args: argparse.Namespace, core_port: int, bridge_port: int, llama_port: int | None
+) -> list[Row]:
     model = model_id(args.model)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session, \
-            grpc.aio.insecure_channel(f"127.0.0.1:{core_port}") as channel:
+    async with (
+        aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+        grpc.aio.insecure_channel(f"127.0.0.1:{core_port}") as channel,
+    ):
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        paths = http_paths(session, f"http://127.0.0.1:{bridge_port}/v1/completions",
-                           f"http://127.0.0.1:{llama_port}/v1/completions" if llama_port else None,
-                           model, args.tokens)
+        paths = http_paths(
+            session,
+            f"http://127.0.0.1:{bridge_port}/v1/completions",
+            f"http://127.0.0.1:{llama_port}/v1/completions" if llama_port else None,
+            model,
+            args.tokens,
+        )
         paths = {"gRPC direct": lambda p: stream_grpc(stub, model, p, args.tokens), **paths}
         return await measure(paths, args.clients, args.rounds)
 
@@ -219,8 +244,9 @@ async def bench(args: argparse.Namespace, core_port: int, bridge_port: int,
 # --- servers and report -------------------------------------------------------------------------
 
 
-def start_servers(args: argparse.Namespace, log_dir: Path) -> tuple[list[Server], int, int,
-                                                                     int | None]:
+def start_servers(
+    args: argparse.Namespace, log_dir: Path
+) -> tuple[list[Server], int, int, int | None]:
     models_dir = log_dir / "models"
     models_dir.mkdir()
     (models_dir / args.model.name).symlink_to(args.model.resolve())
@@ -228,17 +254,36 @@ def start_servers(args: argparse.Namespace, log_dir: Path) -> tuple[list[Server]
     env.pop("MINERVA_API_KEYS", None)
     servers: list[Server] = []
     try:
-        core = Server("core", ["-m", "core", "--models-dir", str(models_dir), "--listen",
-                               "127.0.0.1:0", "--threads", str(args.threads),
-                               "--context-size", str(args.context)], log_dir, env)
+        core = Server(
+            "core",
+            [
+                "-m",
+                "core",
+                "--models-dir",
+                str(models_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                str(args.threads),
+                "--context-size",
+                str(args.context),
+            ],
+            log_dir,
+            env,
+        )
         servers.append(core)
         core_port = int(core.wait_for_log(r"minerva core listening on [\d.]+:(\d+)").group(1))
-        bridge = Server("bridge", ["-m", "rest_bridge", "--listen", "127.0.0.1:0", "--core",
-                                   f"127.0.0.1:{core_port}"], log_dir, env)
+        bridge = Server(
+            "bridge",
+            ["-m", "rest_bridge", "--listen", "127.0.0.1:0", "--core", f"127.0.0.1:{core_port}"],
+            log_dir,
+            env,
+        )
         servers.append(bridge)
         bridge_port = int(bridge.wait_for_log(r"minerva bridge listening on [\d.]+:(\d+)").group(1))
-        llama_port = None if args.skip_llama_server else start_llama_server(args, log_dir, env,
-                                                                            servers)
+        llama_port = (
+            None if args.skip_llama_server else start_llama_server(args, log_dir, env, servers)
+        )
     except BaseException:
         for server in servers:
             server.stop()
@@ -246,22 +291,44 @@ def start_servers(args: argparse.Namespace, log_dir: Path) -> tuple[list[Server]
     return servers, core_port, bridge_port, llama_port
 
 
-def start_llama_server(args: argparse.Namespace, log_dir: Path, env: dict[str, str],
-                       servers: list[Server]) -> int | None:
+def start_llama_server(
+    args: argparse.Namespace, log_dir: Path, env: dict[str, str], servers: list[Server]
+) -> int | None:
     port = free_port()
-    server = Server("llama_cpp.server", [
-        "-m", "llama_cpp.server", "--model", str(args.model), "--model_alias", model_id(args.model),
-        "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-        "--n_ctx", str(args.context), "--host", "127.0.0.1", "--port", str(port),
-        # Its default stops a running stream when another request arrives.
-        "--interrupt_requests", "False",
-    ], log_dir, env)
+    server = Server(
+        "llama_cpp.server",
+        [
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(args.model),
+            "--model_alias",
+            model_id(args.model),
+            "--n_threads",
+            str(args.threads),
+            "--n_threads_batch",
+            str(args.threads),
+            "--n_ctx",
+            str(args.context),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            # Its default stops a running stream when another request arrives.
+            "--interrupt_requests",
+            "False",
+        ],
+        log_dir,
+        env,
+    )
     servers.append(server)
     try:
         server.wait_for_log(r"Uvicorn running on")
     except RuntimeError as error:
-        print(f"llama_cpp.server unavailable (pip install 'llama-cpp-python[server]'): {error}",
-              file=sys.stderr)
+        print(
+            f"llama_cpp.server unavailable (pip install 'llama-cpp-python[server]'): {error}",
+            file=sys.stderr,
+        )
         return None
     return port
 
@@ -269,13 +336,17 @@ def start_llama_server(args: argparse.Namespace, log_dir: Path, env: dict[str, s
 def print_table(rows: list[Row]) -> None:
     reference = {r.clients: r.tok_per_s for r in rows if r.path == "llama_cpp.server"}
     print()
-    print(f"{'clients':>7}  {'path':<18} {'tokens':>6} {'agg tok/s':>10} {'mean TTFT ms':>13}"
-          f"  {'vs llama_cpp.server':>19}")
+    print(
+        f"{'clients':>7}  {'path':<18} {'tokens':>6} {'agg tok/s':>10} {'mean TTFT ms':>13}"
+        f"  {'vs llama_cpp.server':>19}"
+    )
     for row in rows:
         ref = reference.get(row.clients)
         ratio = f"{row.tok_per_s / ref:.2f}" if ref else "n/a"
-        print(f"{row.clients:>7}  {row.path:<18} {row.tokens:>6} {row.tok_per_s:>10.1f} "
-              f"{row.mean_ttft_s * 1000:>13.0f}  {ratio:>19}")
+        print(
+            f"{row.clients:>7}  {row.path:<18} {row.tokens:>6} {row.tok_per_s:>10.1f} "
+            f"{row.mean_ttft_s * 1000:>13.0f}  {ratio:>19}"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -284,8 +355,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--context", type=int, default=2048, help="context size on both servers")
     parser.add_argument("--tokens", type=int, default=96, help="max_tokens per stream")
-    parser.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 4, 8], help="comma-separated concurrency levels")
+    parser.add_argument(
+        "--clients",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 4, 8],
+        help="comma-separated concurrency levels",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
     parser.add_argument("--skip-llama-server", action="store_true")
     return parser.parse_args(argv)
@@ -299,8 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         servers, core_port, bridge_port, llama_port = start_servers(args, Path(tmp))
         try:
-            print(f"model {args.model.name}, {args.threads} threads, {args.tokens} tokens/stream, "
-                  f"best of {args.rounds} rounds")
+            print(
+                f"model {args.model.name}, {args.threads} threads, {args.tokens} tokens/stream, "
+                f"best of {args.rounds} rounds"
+            )
             rows = asyncio.run(bench(args, core_port, bridge_port, llama_port))
         finally:
             for server in reversed(servers):

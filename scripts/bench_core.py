@@ -20,6 +20,7 @@ import grpc
 from minerva.v1 import inference_pb2 as pb
 from minerva.v1 import inference_pb2_grpc
 
+from scripts.bench_bridge import free_port
 from scripts.bench_metadata import measure
 
 MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
@@ -96,12 +97,6 @@ async def bench_grpc(address: str, max_tokens: int) -> list[Run]:
                     stamps.append(time.perf_counter())
             runs.append(Run.timed(start, stamps))
     return runs[1:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_core(models_dir: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[str], str]:

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.engine.base import Engine
-from core.engine.llama_backend import LoadOptions, gpu_offload_supported
+from core.engine.llama_backend import LoadOptions, ProgressSink, gpu_offload_supported
 from core.engine.llama_engine import LlamaEngine
 from core.metadata.types import HeaderInfo, ModelFormat
 from core.registry import ModelSpec
 
-Progress = Callable[[float], None]
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +26,9 @@ def _warn_if_no_gpu(spec: ModelSpec) -> None:
         )
 
 
-def _load_gguf(spec: ModelSpec, context_size: int, queue_size: int, progress: Progress) -> Engine:
+def _load_gguf(
+    spec: ModelSpec, context_size: int, queue_size: int, progress: ProgressSink
+) -> Engine:
     _warn_if_no_gpu(spec)
     opts = LoadOptions(
         path=spec.path,
@@ -40,7 +41,7 @@ def _load_gguf(spec: ModelSpec, context_size: int, queue_size: int, progress: Pr
 
 
 # Blocking loaders by format; a format missing here is metadata-only.
-LOADERS: dict[ModelFormat, Callable[[ModelSpec, int, int, Progress], Engine]] = {
+LOADERS: dict[ModelFormat, Callable[[ModelSpec, int, int, ProgressSink], Engine]] = {
     ModelFormat.GGUF: _load_gguf,
 }
 
@@ -70,7 +71,7 @@ class EngineFactory:
         kv_bytes = 2 * 2 * meta.layer_count * self.context_size(spec, header) * kv_width
         return meta.file_size_bytes + kv_bytes
 
-    async def load(self, spec: ModelSpec, header: HeaderInfo, progress: Progress) -> Engine:
+    async def load(self, spec: ModelSpec, header: HeaderInfo, progress: ProgressSink) -> Engine:
         loader = LOADERS[spec.format]  # the manager checked servable() first
         context = self.context_size(spec, header)
         return await asyncio.to_thread(loader, spec, context, self.queue_size, progress)

@@ -14,6 +14,7 @@ from pathlib import Path
 import llama_cpp
 
 from core.engine.sampling import Sampling
+from core.engine.types import LoadProgress
 from core.errors import InvalidRequest, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ _llama_log = logging.getLogger("llama.cpp")
 # ggml levels (1 debug, 2 info, 3 warn, 4 error, 5 continued) -> logging; its INFO is chatty: DEBUG.
 _LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 _PENALTY_LAST_N = 64
+# Receives load stages from the loading thread.
+ProgressSink = Callable[[LoadProgress], None]
 
 
 @llama_cpp.llama_log_callback
@@ -58,13 +61,15 @@ def _penalised(s: Sampling) -> bool:
 class LlamaModel:
     """One loaded GGUF model with a generation context (sequence 0) and the KV prefix it holds."""
 
-    def __init__(self, opts: LoadOptions, progress: Callable[[float], None] | None = None) -> None:
+    def __init__(self, opts: LoadOptions, progress: ProgressSink | None = None) -> None:
         self.opts = opts
         self.ctx: llama_cpp.llama_context_p | None = None
         self._embed_ctx: llama_cpp.llama_context_p | None = None
         self._batch: llama_cpp.llama_batch | None = None
         self._progress_cb = self._make_progress(progress)
         self.model = self._load_model()
+        if progress is not None:
+            progress(LoadProgress("creating_context", 1.0, "allocating the KV cache"))
         try:
             self._init_context(opts)
         except BaseException:
@@ -85,10 +90,10 @@ class LlamaModel:
         self.size_bytes = int(llama_cpp.llama_model_size(self.model))
 
     @staticmethod
-    def _make_progress(progress: Callable[[float], None] | None) -> object:
+    def _make_progress(progress: ProgressSink | None) -> object:
         def report(value: float, _user_data: ctypes.c_void_p) -> bool:
             if progress is not None:
-                progress(float(value))
+                progress(LoadProgress("loading_weights", float(value)))
             return True  # false would abort the load
 
         return llama_cpp.llama_progress_callback(report)

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.engine.llama_backend import LlamaModel, LoadOptions
+from core.engine.llama_backend import LlamaModel, LoadOptions, ProgressSink
 from core.engine.scheduler import SerialScheduler
 from core.engine.token_loop import run_generation
 from core.engine.types import (
@@ -51,7 +51,7 @@ class LlamaEngine:
         name: str,
         opts: LoadOptions,
         queue_size: int,
-        progress: Callable[[float], None] | None = None,
+        progress: ProgressSink | None = None,
     ) -> LlamaEngine:
         """Blocking: load weights and create the context. Run it off the event loop."""
         return cls(LlamaModel(opts, progress), name, queue_size)

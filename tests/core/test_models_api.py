@@ -81,6 +81,11 @@ async def test_load_streams_progress_then_ready_and_unload(client: Client) -> No
     stages = [e.stage for e in events]
     assert stages[-1] == models_pb2.LOAD_STAGE_READY
     assert models_pb2.LOAD_STAGE_LOADING_WEIGHTS in stages
+    # Weights, then the context, then ready: each stage after the last weights event.
+    assert stages[-2] == models_pb2.LOAD_STAGE_CREATING_CONTEXT
+    assert stages.index(models_pb2.LOAD_STAGE_CREATING_CONTEXT) > max(
+        i for i, st in enumerate(stages) if st == models_pb2.LOAD_STAGE_LOADING_WEIGHTS
+    )
     progress = [e.progress for e in events if e.stage == models_pb2.LOAD_STAGE_LOADING_WEIGHTS]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
     assert events[-1].model.load_state == models_pb2.LOAD_STATE_LOADED
