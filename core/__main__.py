@@ -25,7 +25,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen", help=f"host:port (default {DEFAULT_LISTEN})")
     p.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
     p.add_argument("--queue-size", type=int, help="requests that may wait per model (default 16)")
-    p.add_argument("--context-size", type=int, help="default context size cap (default 8192)")
+    p.add_argument(
+        "--context-size", type=int, help="default per-sequence context cap (default 8192)"
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        help="sequences generated at once per model (default: 8 up to 8k context, fewer above)",
+    )
+    p.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        help="KV cache cells per model, shared by its slots (default: context x min(slots, 4))",
+    )
+    p.add_argument(
+        "--prompt-cache-mb",
+        type=int,
+        help="host RAM per model for KV prefixes of evicted slots (default 256; 0 = off)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads per model (default: all cores)")
     p.add_argument(
         "--n-gpu-layers", type=int, help="layers to offload to a GPU (-1 = all; default 0)"
@@ -48,6 +65,9 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "models_dir": args.models_dir,
         "queue_size": args.queue_size,
         "default_context_size": args.context_size,
+        "slots": args.slots,
+        "kv_cache_tokens": args.kv_cache_tokens,
+        "prompt_cache_mb": args.prompt_cache_mb,
         "threads": args.threads,
         "n_gpu_layers": args.n_gpu_layers,
         "memory_budget_mb": args.memory_budget_mb,

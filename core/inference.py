@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
 
@@ -19,6 +20,8 @@ from core.registry import Registry
 Prompt = str | Sequence[int]
 # OpenAI's own limit on inputs per embeddings request.
 MAX_EMBED_INPUTS = 2048
+# Longest session name accepted (it is only compared, never interpreted).
+MAX_SESSION_CHARS = 128
 
 
 class Inference:
@@ -29,58 +32,86 @@ class Inference:
         self._manager = manager
 
     async def generate(
-        self, model_id: str, prompt: Prompt, *, add_special: bool, sampling: Sampling
+        self,
+        model_id: str,
+        prompt: Prompt,
+        *,
+        add_special: bool,
+        sampling: Sampling,
+        session: str = "",
     ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
+        _check_session(session)
         if not prompt:
             raise InvalidRequest("prompt must not be empty", param="prompt")
         async with self._manager.lease(model_id) as engine:
             if isinstance(prompt, str):
-                tokens = await engine.tokenize(prompt, add_special, parse_special=False)
+                tokens = await engine.tokenizer.tokenize(prompt, add_special, parse_special=False)
             else:
                 tokens = list(prompt)
-                check_token_ids(tokens, engine.vocab_size, "prompt")
-            request = self._request(engine, tokens, sampling, arrived, "prompt")
+                check_token_ids(tokens, engine.tokenizer.vocab_size, "prompt")
+            request = self._request(engine, tokens, sampling, arrived, "prompt", session)
             async with contextlib.aclosing(engine.generate(request)) as events:
                 async for event in events:
                     yield event
 
     async def chat(
-        self, model_id: str, messages: Sequence[ChatMessage], sampling: Sampling
+        self,
+        model_id: str,
+        messages: Sequence[ChatMessage],
+        sampling: Sampling,
+        session: str = "",
     ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         spec = self._registry.get(model_id)
         validate_messages(messages)
+        _check_session(session)
         header = await asyncio.to_thread(self._registry.header, spec)
         async with self._manager.lease(model_id) as engine:
-            text = render_chat(
-                messages,
-                model_template=header.chat_template,
-                architecture=header.metadata.architecture,
-                override=spec.chat_template,
-                bos_token=engine.bos_text,
-                eos_token=engine.eos_text,
+            vocab = engine.tokenizer
+            # Templates are programs from the model file: rendered off the event loop, limited.
+            text = await asyncio.to_thread(
+                functools.partial(
+                    render_chat,
+                    messages,
+                    model_template=header.chat_template,
+                    architecture=header.metadata.architecture,
+                    override=spec.chat_template,
+                    bos_token=vocab.bos_text,
+                    eos_token=vocab.eos_text,
+                )
             )
             # Templates that write the BOS token themselves must not get a second one.
-            add_bos = engine.add_bos and not (engine.bos_text and text.startswith(engine.bos_text))
-            tokens = await engine.tokenize(text, add_bos, parse_special=True)
-            request = self._request(engine, tokens, sampling, arrived, "messages")
+            add_bos = vocab.add_bos and not (vocab.bos_text and text.startswith(vocab.bos_text))
+            tokens = await vocab.tokenize(text, add_bos, parse_special=True)
+            request = self._request(engine, tokens, sampling, arrived, "messages", session)
             async with contextlib.aclosing(engine.generate(request)) as events:
                 async for event in events:
                     yield event
 
     @staticmethod
     def _request(
-        engine: Engine, tokens: list[int], sampling: Sampling, arrived: float, prompt_param: str
+        engine: Engine,
+        tokens: list[int],
+        sampling: Sampling,
+        arrived: float,
+        prompt_param: str,
+        session: str,
     ) -> GenerationRequest:
         if not tokens:  # e.g. a template that renders nothing for a vocabulary without BOS
             raise InvalidRequest(f"the {prompt_param} produced no tokens", param=prompt_param)
-        check_token_ids(sampling.logit_bias, engine.vocab_size, "sampling.logit_bias")
+        check_token_ids(sampling.logit_bias, engine.tokenizer.vocab_size, "sampling.logit_bias")
+        if sampling.n > engine.slots:
+            raise InvalidRequest(
+                f"sampling.n is {sampling.n} but this model generates at most {engine.slots} "
+                "sequences at once (its slots)",
+                param="sampling.n",
+            )
         max_tokens = resolve_max_tokens(
-            len(tokens), sampling.max_tokens, engine.context_size, prompt_param=prompt_param
+            len(tokens), sampling.max_tokens, engine.sequence_capacity, prompt_param=prompt_param
         )
-        return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived)
+        return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived, sampling.n, session)
 
     def fingerprint(self, model_id: str) -> str:
         """Identifies the file the loaded model came from."""
@@ -101,9 +132,11 @@ class Inference:
             token_lists = []
             for item in inputs:
                 if isinstance(item, str):
-                    token_lists.append(await engine.tokenize(item, True, parse_special=False))
+                    token_lists.append(
+                        await engine.tokenizer.tokenize(item, True, parse_special=False)
+                    )
                 else:
-                    check_token_ids(item, engine.vocab_size, "inputs")
+                    check_token_ids(item, engine.tokenizer.vocab_size, "inputs")
                     token_lists.append(list(item))
             vectors = await engine.embed(token_lists, normalize)
         return vectors, sum(len(t) for t in token_lists)
@@ -113,10 +146,18 @@ class Inference:
     ) -> list[int]:
         self._registry.get(model_id)
         async with self._manager.lease(model_id) as engine:
-            return await engine.tokenize(text, add_special, parse_special)
+            return await engine.tokenizer.tokenize(text, add_special, parse_special)
 
     async def detokenize(self, model_id: str, token_ids: Sequence[int]) -> str:
         self._registry.get(model_id)
         async with self._manager.lease(model_id) as engine:
-            check_token_ids(token_ids, engine.vocab_size, "token_ids")
-            return await engine.detokenize(token_ids)
+            check_token_ids(token_ids, engine.tokenizer.vocab_size, "token_ids")
+            return await engine.tokenizer.detokenize(token_ids)
+
+
+def _check_session(session: str) -> None:
+    if len(session) > MAX_SESSION_CHARS:
+        raise InvalidRequest(
+            f"session_id has {len(session)} characters; at most {MAX_SESSION_CHARS}",
+            param="session_id",
+        )

@@ -8,11 +8,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeGuard
 
 from core.engine.base import Engine
-from core.engine.factory import EngineFactory
 from core.engine.types import LoadProgress
-from core.errors import MinervaError, ModelBusy, ModelLoadError, Overloaded, UnsupportedModel
+from core.engine_factory import EngineFactory
+from core.errors import (
+    MinervaError,
+    ModelBusy,
+    ModelLoadError,
+    Overloaded,
+    ShuttingDown,
+    UnsupportedModel,
+)
 from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
@@ -20,6 +29,9 @@ log = logging.getLogger(__name__)
 StateListener = Callable[
     [str, str], None
 ]  # (model id, "unloaded" | "loading" | "loaded" | "failed")
+
+# Refusals for now, not verdicts on the model: never remembered as its load failure.
+_RETRYABLE = (Overloaded, ShuttingDown)
 
 
 @dataclass(eq=False)
@@ -29,12 +41,21 @@ class _Slot:
     spec: ModelSpec
     engine: Engine | None = None
     loading: asyncio.Task[Engine] | None = None
+    # The engine being freed: its memory stays counted, and a new load waits for it.
+    closing: asyncio.Task[None] | None = None
     listeners: list[asyncio.Queue[LoadProgress]] = field(default_factory=list)
     error: str = ""
     leases: int = 0
     last_used: float = field(default_factory=time.monotonic)
     estimate: int = 0
     fingerprint: str = ""
+    # The last load's error and the file it was tried on; answered again until the file changes.
+    failure: MinervaError | None = None
+    failed_file: str = ""
+
+    @property
+    def holds_memory(self) -> bool:
+        return self.engine is not None or _pending(self.closing)
 
     @property
     def state(self) -> str:
@@ -70,8 +91,12 @@ class ModelManager:
         slot = self._slots.get(model_id)
         idle = slot is not None and slot.engine is None and slot.loading is None and not slot.leases
         # A changed spec (file replaced, config edited) applies once the old model is unloaded.
-        if slot is None or (slot.spec != spec and idle):
+        if slot is None:
             slot = self._slots[model_id] = _Slot(spec)
+        elif slot.spec != spec and idle:
+            # An engine still closing is carried over: its memory is not free yet.
+            new = _Slot(spec, closing=slot.closing, estimate=slot.estimate)
+            slot = self._slots[model_id] = new
         return slot
 
     def fingerprint(self, model_id: str) -> str:
@@ -98,7 +123,11 @@ class ModelManager:
             slot.last_used = time.monotonic()
 
     async def load(self, model_id: str) -> AsyncIterator[LoadProgress]:
-        """Load (or join the load of) a model, yielding progress, ending with a "ready" event."""
+        """Load (or join the load of) a model, yielding progress, ending with a "ready" event.
+
+        A model whose load failed fails again at once, with the same error, until its file or
+        its configuration changes (or the server restarts): an unchanged file would fail again.
+        """
         slot = self._slot(model_id)
         if slot.engine is not None:
             yield LoadProgress("ready", 1.0, "already loaded")
@@ -139,6 +168,7 @@ class ModelManager:
 
     async def _load(self, slot: _Slot) -> Engine:
         spec = slot.spec
+        tried_on = await self._before_load(slot)
         try:
             if not self._factory.servable(spec):  # before evicting anything for it
                 raise UnsupportedModel(
@@ -149,14 +179,26 @@ class ModelManager:
             async with self._lock:
                 engine = await self._load_locked(slot)
         except MinervaError as exc:
-            self._failed(slot, exc.message)
+            self._failed(slot, exc.message, exc, tried_on)
             raise
         except Exception as exc:
-            self._failed(slot, f"load failed: {exc}")
-            raise ModelLoadError(f"model {spec.id!r}: {slot.error}") from exc
+            reason = f"load failed: {exc}"
+            error = ModelLoadError(f"model {spec.id!r}: {reason}")
+            self._failed(slot, reason, error, tried_on)
+            raise error from exc
         log.info("model %s loaded (%.0f MB)", spec.id, engine.memory_bytes / 2**20)
         self._on_state(spec.id, "loaded")
         return engine
+
+    async def _before_load(self, slot: _Slot) -> str:
+        """The identity of the file to try; a remembered failure on it is raised again at once."""
+        tried_on = await asyncio.to_thread(_file_identity, slot.spec.path)
+        if slot.failure is not None and slot.failed_file == tried_on:
+            raise _again(slot.failure)
+        if slot.closing is not None:
+            # The previous copy must be gone before this one takes its memory again.
+            await asyncio.wait({slot.closing})
+        return tried_on
 
     async def _load_locked(self, slot: _Slot) -> Engine:
         spec = slot.spec
@@ -172,20 +214,29 @@ class ModelManager:
             loop.call_soon_threadsafe(self._broadcast, slot, event)
 
         slot.engine = await self._factory.load(spec, header, progress)
-        slot.error = ""
+        slot.error, slot.failure = "", None
         return slot.engine
 
-    def _failed(self, slot: _Slot, reason: str) -> None:
+    def _failed(self, slot: _Slot, reason: str, error: MinervaError, tried_on: str) -> None:
         slot.error = reason
+        if not isinstance(error, _RETRYABLE):
+            slot.failure, slot.failed_file = error, tried_on
         self._on_state(slot.spec.id, "failed")
         log.warning("model %s failed to load: %s", slot.spec.id, reason)
 
     def _used_bytes(self) -> int:
-        return sum(s.estimate for s in self._slots.values() if s.engine is not None)
+        return sum(s.estimate for s in self._slots.values() if s.holds_memory)
+
+    def _closing(self) -> set[asyncio.Task[None]]:
+        return {s.closing for s in self._slots.values() if _pending(s.closing)}
 
     async def _make_room(self, incoming: _Slot) -> None:
         """Evict least recently used idle, unpinned models until the incoming one fits."""
         while self._used_bytes() + incoming.estimate > self._budget:
+            closing = self._closing()
+            if closing:  # memory on its way back: wait for it before evicting anything more
+                await asyncio.wait(closing)
+                continue
             victims = [
                 s
                 for s in self._slots.values()
@@ -208,6 +259,7 @@ class ModelManager:
             await self._free(victim)
 
     async def unload(self, model_id: str) -> bool:
+        """Free a loaded model; False when it was not loaded."""
         slot = self._slot(model_id)
         if slot.engine is None:
             return False
@@ -219,8 +271,14 @@ class ModelManager:
     async def _free(self, slot: _Slot) -> None:
         engine, slot.engine = slot.engine, None
         if engine is not None:
-            await engine.close()
-            self._on_state(slot.spec.id, "unloaded")
+            slot.closing = asyncio.ensure_future(self._close(slot.spec.id, engine))
+        if _pending(slot.closing):
+            # shield: a caller that gives up must not leave the engine half closed.
+            await asyncio.shield(slot.closing)
+
+    async def _close(self, model_id: str, engine: Engine) -> None:
+        await engine.close()
+        self._on_state(model_id, "unloaded")
 
     async def load_pinned(self) -> None:
         """Load pinned models; one that fails is reported and left failed, the rest still load."""
@@ -260,3 +318,20 @@ class ModelManager:
     async def close(self) -> None:
         for slot in list(self._slots.values()):
             await self._free(slot)
+
+
+def _pending(task: asyncio.Task[None] | None) -> TypeGuard[asyncio.Task[None]]:
+    return task is not None and not task.done()
+
+
+def _file_identity(path: Path) -> str:
+    """The file's fingerprint, or "" when it cannot be read (so one appearing is a change)."""
+    try:
+        return fingerprint(path)
+    except OSError:
+        return ""
+
+
+def _again(error: MinervaError) -> MinervaError:
+    # A fresh exception each time: re-raising one object would grow its traceback per request.
+    return type(error)(error.message, param=error.param)

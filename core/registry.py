@@ -35,6 +35,9 @@ class ModelSpec:
     chat_template: str | None = None
     pinned: bool = False
     configured: bool = False
+    # None: chosen from the context size.
+    slots: int | None = None
+    kv_cache_tokens: int | None = None
 
 
 def validate_id(model_id: str) -> str:
@@ -112,6 +115,10 @@ class Registry:
             chat_template=opts.chat_template if opts else None,
             pinned=opts.pinned if opts else False,
             configured=opts is not None,
+            slots=opts.slots if opts and opts.slots else s.slots,
+            kv_cache_tokens=opts.kv_cache_tokens
+            if opts and opts.kv_cache_tokens
+            else s.kv_cache_tokens,
         )
 
     def rescan(self) -> None:

@@ -15,8 +15,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from minerva.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 
-from core.engine.factory import EngineFactory
 from core.engine.llama_backend import init_backend
+from core.engine_factory import EngineFactory
 from core.inference import Inference
 from core.manager import ModelManager
 from core.registry import Registry
@@ -79,7 +79,9 @@ class CoreServer:
 async def start(settings: Settings) -> CoreServer:
     init_backend()
     registry = Registry(settings)
-    factory = EngineFactory(settings.default_context_size, settings.queue_size)
+    factory = EngineFactory(
+        settings.default_context_size, settings.queue_size, settings.prompt_cache_mb * 2**20
+    )
     health = health_aio.HealthServicer()
     core: CoreServer | None = None
 

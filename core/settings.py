@@ -25,11 +25,15 @@ class ModelOptions:
     n_gpu_layers: int | None = None
     chat_template: str | None = None
     pinned: bool = False
+    slots: int | None = None
+    kv_cache_tokens: int | None = None
 
     def __post_init__(self) -> None:
         where = f" of model {self.id!r}"
         _check_min("context_size", self.context_size, 1, where)
         _check_min("threads", self.threads, 1, where)
+        _check_range("slots", self.slots, 1, MAX_SLOTS, where)
+        _check_min("kv_cache_tokens", self.kv_cache_tokens, 1, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,14 @@ class Settings:
     n_gpu_layers: int = 0
     memory_budget_mb: int = 8192
     idle_ttl_s: float = 900.0
-    # Requests allowed to wait per model behind the one running; more are refused at once.
+    # Requests allowed to wait per model behind the running ones; more are refused at once.
     queue_size: int = 16
+    # Sequences generated at once per model; None: chosen from the context size (auto_slots).
+    slots: int | None = None
+    # KV cache cells per model, shared by its slots; None: default_kv_cache_tokens().
+    kv_cache_tokens: int | None = None
+    # Host RAM per model for KV prefixes of evicted slots (returning conversations stay warm).
+    prompt_cache_mb: int = 256
     api_keys: tuple[str, ...] = ()
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
@@ -57,6 +67,22 @@ class Settings:
         # replace() runs this too, so CLI overrides in build_settings are covered.
         for key, minimum in _SERVER_MINIMUMS.items():
             _check_min(key, getattr(self, key), minimum)
+        _check_range("slots", self.slots, 1, MAX_SLOTS)
+        _check_min("kv_cache_tokens", self.kv_cache_tokens, 1)
+
+
+# llama.cpp's LLAMA_MAX_SEQ.
+MAX_SLOTS = 256
+
+
+def auto_slots(context_size: int) -> int:
+    """Default slots for a per-sequence context: 8 up to 8k tokens, fewer for long contexts."""
+    return max(1, min(8, 65536 // context_size))
+
+
+def default_kv_cache_tokens(context_size: int, slots: int) -> int:
+    """Default shared KV pool: room for up to 4 full sequences (the slots share it)."""
+    return context_size * min(slots, 4)
 
 
 # Smallest accepted value of each numeric server setting.
@@ -68,7 +94,14 @@ _SERVER_MINIMUMS: dict[str, float] = {
     "queue_size": 0,
     "shutdown_grace_s": 0,
     "idle_ttl_s": 0,
+    "prompt_cache_mb": 0,
 }
+
+
+def _check_range(key: str, value: int | None, low: int, high: int, where: str = "") -> None:
+    _check_min(key, value, low, where)
+    if value is not None and value > high:
+        raise ConfigError(f"invalid setting `{key}`{where}: must be <= {high}, got {value!r}")
 
 
 def _check_min(key: str, value: float | None, minimum: float, where: str = "") -> None:
@@ -87,6 +120,9 @@ _SERVER_KEYS = {
     "memory_budget_mb": int,
     "idle_ttl_s": float,
     "queue_size": int,
+    "slots": int,
+    "kv_cache_tokens": int,
+    "prompt_cache_mb": int,
     "shutdown_grace_s": float,
     "max_message_mb": int,
 }
@@ -99,6 +135,8 @@ _MODEL_KEYS = {
     "n_gpu_layers": int,
     "chat_template": str,
     "pinned": bool,
+    "slots": int,
+    "kv_cache_tokens": int,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,16 @@ from jinja2 import Template, TemplateError, TemplateSyntaxError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from core.chat.sandbox import (
+    LIMITS,
+    MAX_OUTPUT_CHARS,
+    RENDER_TIMEOUT_S,
+    LimitedEnvironment,
+    LimitExceeded,
+    Limits,
+    joined,
+    limited_filter,
+)
 from core.chat.types import ChatMessage
 from core.errors import InvalidRequest
 
@@ -120,17 +131,17 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     # As HF transformers: Jinja's own tojson escapes HTML characters, which templates don't expect.
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    encoder = json.JSONEncoder(
+        ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
+    # Streamed: indentation grows with depth, so the text can be far larger than the value.
+    return joined(encoder.iterencode(value))
 
 
 def _make_environment() -> ImmutableSandboxedEnvironment:
     # The same settings HF transformers uses, so model templates render as their authors tested.
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
-    )
-    env.filters["tojson"] = _tojson
+    env = LimitedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = limited_filter("tojson", _tojson)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     return env
@@ -172,14 +183,22 @@ def render_chat(
     bos_token: str,
     eos_token: str,
     add_generation_prompt: bool = True,
+    timeout_s: float = RENDER_TIMEOUT_S,
+    max_chars: int = MAX_OUTPUT_CHARS,
 ) -> str:
-    """Render a conversation to prompt text; InvalidRequest on bad messages or template errors."""
+    """Render a conversation to prompt text; InvalidRequest on bad messages or template errors.
+
+    Blocking and thread-safe: run it in a worker thread. A render that takes longer than
+    timeout_s or makes more than max_chars characters is stopped with InvalidRequest.
+    """
+    limits = Limits(time.monotonic() + timeout_s, timeout_s, max_chars)
     dicts = validate_messages(messages)
     source = select_template(
         model_template=model_template, architecture=architecture, override=override
     )
     return _render(
         source,
+        limits,
         messages=dicts,
         bos_token=bos_token,
         eos_token=eos_token,
@@ -213,9 +232,13 @@ def _message_dict(index: int, message: ChatMessage) -> dict[str, str]:
     return out
 
 
-def _render(source: str, **context: Any) -> str:
+def _render(source: str, limits: Limits, **context: Any) -> str:
+    token = LIMITS.set(limits)
     try:
-        return _compile(source).render(**context)
+        # Streamed, so an oversized output is stopped as it grows rather than once it is built.
+        return joined(_compile(source).generate(**context))
+    except LimitExceeded as exc:
+        raise InvalidRequest(str(exc), param=_PARAM) from exc
     except TemplateSyntaxError as exc:
         raise InvalidRequest(
             f"chat template has a syntax error (line {exc.lineno}): {exc.message}", param=_PARAM
@@ -232,3 +255,5 @@ def _render(source: str, **context: Any) -> str:
         raise InvalidRequest(
             f"chat template failed: {type(exc).__name__}: {exc}", param=_PARAM
         ) from exc
+    finally:
+        LIMITS.reset(token)

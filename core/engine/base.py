@@ -1,18 +1,15 @@
-"""The Engine interface the inference layer talks to; a batched engine can replace the serial one."""
+"""The Engine interface the inference layer talks to; nothing of llama.cpp shows through it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
-from core.engine.types import GenerationEvent, GenerationRequest
+from core.engine.types import EngineStats, GenerationEvent, GenerationRequest
 
 
-class Engine(Protocol):
-    """A loaded model. All methods are safe to call from the event loop: none blocks it."""
-
-    @property
-    def context_size(self) -> int: ...
+class Tokenizer(Protocol):
+    """A loaded model's tokenizer; the async methods run off the event loop."""
 
     @property
     def vocab_size(self) -> int: ...
@@ -28,6 +25,27 @@ class Engine(Protocol):
         """Whether text prompts get a begin-of-sequence token by default."""
         ...
 
+    async def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+
+class Engine(Protocol):
+    """A loaded model. All methods are safe to call from the event loop: none blocks it."""
+
+    @property
+    def sequence_capacity(self) -> int:
+        """The most tokens (prompt + generated) one sequence may hold."""
+        ...
+
+    @property
+    def slots(self) -> int:
+        """Sequences generated at once; a request with n choices takes n of them."""
+        ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
     @property
     def memory_bytes(self) -> int: ...
 
@@ -36,22 +54,28 @@ class Engine(Protocol):
         """True while a request runs or waits."""
         ...
 
+    def stats(self) -> EngineStats:
+        """Counters for metrics."""
+        ...
+
     def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
-        """Stream chunks then one GenerationResult; closing the iterator stops the token loop."""
+        """Stream chunks then one GenerationResult; closing the iterator stops the generation
+        within one step (Overloaded at once when the queue is full)."""
         ...
 
     def abort(self) -> None:
-        """Stop every running or waiting generation at its next token; each still ends with a
+        """Stop every running or waiting generation at its next step; each still ends with a
         GenerationResult whose finish reason is CANCELLED."""
+        ...
+
+    @property
+    def embed_limit(self) -> int:
+        """The most tokens one embedding input may have."""
         ...
 
     async def embed(
         self, inputs: Sequence[Sequence[int]], normalize: bool
     ) -> list[list[float]]: ...
-
-    async def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]: ...
-
-    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
 
     async def close(self) -> None:
         """Free the model once in-flight work is done."""

@@ -1,4 +1,5 @@
-"""The llama.cpp engine: a LlamaModel driven from asyncio through a SerialScheduler."""
+"""The llama.cpp engine: a StepLoop for generation, an Embedder and a Tokenizer, each on its own
+thread, driven from asyncio."""
 
 from __future__ import annotations
 
@@ -6,19 +7,22 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from core.engine.embedder import Embedder
 from core.engine.llama_backend import LlamaModel, LoadOptions, ProgressSink
 from core.engine.scheduler import SerialScheduler
-from core.engine.token_loop import run_generation
+from core.engine.sequence import Job
+from core.engine.step_loop import StepLoop
+from core.engine.tokenizer import Tokenizer
 from core.engine.types import (
+    EngineStats,
     FinishReason,
     GenerationEvent,
     GenerationRequest,
     GenerationResult,
-    Timings,
+    LoadProgress,
 )
 from core.errors import InvalidRequest
 
@@ -36,45 +40,43 @@ class LlamaEngine:
     def __init__(self, model: LlamaModel, name: str, queue_size: int) -> None:
         self._model = model
         self._name = name
-        self._scheduler = SerialScheduler(name, queue_size)
-        # Tokenizer calls get their own thread and bound: they never wait behind a generation,
-        # and the model is not freed while one runs (see busy and close).
-        self._tokenizer = SerialScheduler(f"{name}-tokenizer", queue_size)
-        # The most recent generation's outcome, for logs, metrics and tests.
+        self._opts = model.opts
+        self._steps = StepLoop(name, model, model.opts, queue_size)
+        self._embedder = Embedder(model, model.opts.context_size)
+        self._embed_jobs = SerialScheduler(f"{name}-embed", queue_size)
+        # Every admitted generation may need the tokenizer at once.
+        self._tokenizer_jobs = SerialScheduler(f"{name}-tokenizer", queue_size + model.opts.slots)
+        self._tokenizer = Tokenizer(model.vocab, self._tokenizer_jobs)
+        # The most recent generation's outcome, for logs and tests.
         self.last_result: GenerationResult | None = None
-        self._stop_flags: set[threading.Event] = set()
+        self._jobs: set[Job] = set()
         self._aborted = False  # set for good at shutdown: later generations end at once
 
     @classmethod
     def load(
-        cls,
-        name: str,
-        opts: LoadOptions,
-        queue_size: int,
-        progress: ProgressSink | None = None,
+        cls, name: str, opts: LoadOptions, queue_size: int, progress: ProgressSink | None = None
     ) -> LlamaEngine:
-        """Blocking: load weights and create the context. Run it off the event loop."""
-        return cls(LlamaModel(opts, progress), name, queue_size)
+        """Blocking: load weights and create the contexts. Run it off the event loop."""
+        model = LlamaModel(opts, progress)
+        try:
+            if progress is not None:
+                progress(LoadProgress("creating_context", 1.0, "allocating the KV cache"))
+            return cls(model, name, queue_size)
+        except BaseException:
+            model.close()  # a failed context must not leak the weights
+            raise
 
     @property
-    def context_size(self) -> int:
-        return self._model.n_ctx
+    def sequence_capacity(self) -> int:
+        return self._opts.context_size
 
     @property
-    def vocab_size(self) -> int:
-        return self._model.n_vocab
+    def slots(self) -> int:
+        return self._steps.slots
 
     @property
-    def bos_text(self) -> str:
-        return self._model.bos_text
-
-    @property
-    def eos_text(self) -> str:
-        return self._model.eos_text
-
-    @property
-    def add_bos(self) -> bool:
-        return self._model.add_bos
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
 
     @property
     def memory_bytes(self) -> int:
@@ -82,36 +84,31 @@ class LlamaEngine:
 
     @property
     def busy(self) -> bool:
-        return self._scheduler.admitted > 0 or self._tokenizer.admitted > 0
+        return (
+            self._steps.busy or self._embed_jobs.admitted > 0 or self._tokenizer_jobs.admitted > 0
+        )
+
+    @property
+    def embed_limit(self) -> int:
+        return self._embedder.max_tokens
+
+    def stats(self) -> EngineStats:
+        return self._steps.stats()
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationEvent, None]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[GenerationEvent | _Failed] = asyncio.Queue()
-        cancelled = threading.Event()
-        if self._aborted:
-            cancelled.set()
 
-        def put(item: GenerationEvent | _Failed) -> None:
+        def put(item: GenerationEvent | _Failed) -> None:  # called on the step thread
+            if isinstance(item, GenerationResult):
+                self._finished(item)
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        def job() -> None:
-            if cancelled.is_set():  # aborted while waiting: end the stream without running
-                put(GenerationResult(FinishReason.CANCELLED, len(request.prompt), 0, 0, Timings()))
-                return
-            try:
-                result = run_generation(self._model, request, put, cancelled)
-            except BaseException as exc:  # handed to the awaiting coroutine, which re-raises
-                put(_Failed(exc))
-                return
-            self.last_result = result
-            if result.finish_reason is FinishReason.CANCELLED:
-                log.info(
-                    "generation cancelled: model=%s tokens=%d", self._name, result.completion_tokens
-                )
-            put(result)
-
-        future = self._scheduler.submit(job)
-        self._stop_flags.add(cancelled)
+        job = Job(request, emit=put, fail=lambda exc: put(_Failed(exc)))
+        if self._aborted:
+            job.cancelled.set()
+        self._steps.submit(job)
+        self._jobs.add(job)
         try:
             while True:
                 item = await events.get()
@@ -121,24 +118,24 @@ class LlamaEngine:
                 if isinstance(item, GenerationResult):
                     return
         finally:
-            # Reached on completion, on error, and when the caller is cancelled or closes us:
-            # the token loop sees the flag before its next token.
-            cancelled.set()
-            future.cancel()
-            self._stop_flags.discard(cancelled)
+            # On completion, error, or the caller going away: the step loop drops the job
+            # before its next step.
+            job.cancelled.set()
+            self._jobs.discard(job)
+
+    def _finished(self, result: GenerationResult) -> None:
+        self.last_result = result
+        if result.finish_reason is FinishReason.CANCELLED:
+            log.info("generation cancelled: model=%s tokens=%d", self._name, result.completion_tokens)
 
     def abort(self) -> None:
         self._aborted = True
-        for flag in list(self._stop_flags):
-            flag.set()
-
-    @staticmethod
-    async def _run(scheduler: SerialScheduler, fn: Callable[[], Any]) -> Any:
-        # The job keeps its slot until it really ends, even if this await is cancelled.
-        return await asyncio.wrap_future(scheduler.submit(fn))
+        for job in list(self._jobs):
+            job.cancelled.set()
+        self._steps.wake()
 
     async def embed(self, inputs: Sequence[Sequence[int]], normalize: bool) -> list[list[float]]:
-        limit = self._model.embed_context_size
+        limit = self._embedder.max_tokens
         for i, tokens in enumerate(inputs):
             if not tokens:
                 raise InvalidRequest(f"input {i} is empty", param="inputs")
@@ -147,38 +144,20 @@ class LlamaEngine:
                     f"input {i} has {len(tokens)} tokens; embeddings take at most {limit}",
                     param="inputs",
                 )
-
         cancelled = threading.Event()
-
-        def job() -> list[list[float]]:
-            vectors = []
-            for tokens in inputs:
-                if cancelled.is_set():  # the caller is gone: free the model between inputs
-                    return []
-                vectors.append(self._model.embed(tokens))
-            return [_unit(v) for v in vectors] if normalize else vectors
-
+        future = self._embed_jobs.submit(lambda: self._embedder.embed_all(inputs, cancelled))
         try:
-            result: list[list[float]] = await self._run(self._scheduler, job)
+            vectors = await asyncio.wrap_future(future)
         finally:
-            cancelled.set()
-        return result
-
-    async def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
-        # The vocabulary is read-only: tokenizing beside a running generation is safe.
-        result: list[int] = await self._run(
-            self._tokenizer, lambda: self._model.tokenize(text, add_special, parse_special)
-        )
-        return result
-
-    async def detokenize(self, token_ids: Sequence[int]) -> str:
-        result: str = await self._run(self._tokenizer, lambda: self._model.detokenize(token_ids))
-        return result
+            cancelled.set()  # the caller is gone: stop between inputs
+        return [_unit(v) for v in vectors] if normalize else vectors
 
     async def close(self) -> None:
-        """Waits for running jobs (tokenizer ones too) before freeing, all off the event loop."""
-        await asyncio.to_thread(self._scheduler.shutdown)
-        await asyncio.to_thread(self._tokenizer.shutdown)
+        """Waits for running work (tokenizer and embeddings too), then frees, off the event loop."""
+        await asyncio.to_thread(self._steps.close)
+        await asyncio.to_thread(self._embed_jobs.shutdown)
+        await asyncio.to_thread(self._tokenizer_jobs.shutdown)
+        await asyncio.to_thread(self._embedder.close)
         await asyncio.to_thread(self._model.close)
 
 

@@ -1,18 +1,15 @@
-"""Sampling settings: defaults for unset fields and validation of SamplingParams before any work."""
+"""Sampling settings with their defaults, and the per-request checks that need the loaded model."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-from minerva.v1 import inference_pb2
 
 from core.errors import InvalidRequest
 
 MAX_STOPS = 16
+# Most completions one request may ask for (each takes a slot).
+MAX_CHOICES = 16
 MAX_STOP_CHARS = 256
 LOGIT_BIAS_LIMIT = 100.0
 # llama.cpp's LLAMA_DEFAULT_SEED: a seed value that means "random" rather than itself.
@@ -37,112 +34,20 @@ class Sampling:
     max_tokens: int | None = None
     # Not hashable, unlike the rest: token id -> value added to its logit.
     logit_bias: dict[int, float] = field(default_factory=dict)
+    # Completions from the one prompt.
+    n: int = 1
 
     @property
     def greedy(self) -> bool:
         """Temperature 0: always take the most likely token."""
         return self.temperature == 0.0
 
-
-# (field, low, high, low inclusive): every optional float field of SamplingParams.
-_FLOAT_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
-    ("temperature", 0.0, 2.0, True),
-    ("top_p", 0.0, 1.0, True),
-    ("min_p", 0.0, 1.0, True),
-    ("repeat_penalty", 0.0, 10.0, False),
-    ("presence_penalty", -2.0, 2.0, True),
-    ("frequency_penalty", -2.0, 2.0, True),
-)
-
-
-def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
-    """Validate a request's SamplingParams and fill in defaults; InvalidRequest names the field."""
-    if p is None:
-        return Sampling()
-    values: dict[str, Any] = {}
-    for name, low, high, low_inclusive in _FLOAT_BOUNDS:
-        if p.HasField(name):
-            values[name] = _checked_float(name, getattr(p, name), low, high, low_inclusive)
-    if p.HasField("top_k"):
-        values["top_k"] = _checked_top_k(p.top_k)
-    if p.HasField("seed"):
-        values["seed"] = _checked_seed(p.seed)
-    if p.HasField("max_tokens"):
-        values["max_tokens"] = _checked_max_tokens(p.max_tokens)
-    values["stop"] = _checked_stops(p.stop)
-    values["logit_bias"] = _checked_logit_bias(p.logit_bias)
-    return Sampling(**values)
-
-
-def _float32(value: float) -> float:
-    # proto floats are float32: 0.7 arrives as 0.699999988...; keep the value the client wrote.
-    return float(str(np.float32(value)))
-
-
-def _checked_float(name: str, value: float, low: float, high: float, low_inclusive: bool) -> float:
-    above_low = value >= low if low_inclusive else value > low
-    if not (math.isfinite(value) and above_low and value <= high):
-        opening = "[" if low_inclusive else "("
-        raise InvalidRequest(
-            f"sampling.{name} must be a number in {opening}{low:g}, {high:g}], got {value}",
-            param=f"sampling.{name}",
-        )
-    return _float32(value)
-
-
-def _checked_top_k(value: int) -> int:
-    if value < 0:
-        raise InvalidRequest(
-            f"sampling.top_k must be >= 0 (0 disables), got {value}", param="sampling.top_k"
-        )
-    return value
-
-
-def _checked_seed(value: int) -> int:
-    # llama.cpp reads 0xFFFFFFFF (LLAMA_DEFAULT_SEED) as "pick a random seed", so a client that
-    # sent it (the bridge maps OpenAI seed=-1 there) would lose reproducibility; use its neighbour.
-    return RANDOM_SEED_SENTINEL - 1 if value == RANDOM_SEED_SENTINEL else value
-
-
-def _checked_max_tokens(value: int) -> int:
-    if value < 1:
-        raise InvalidRequest(
-            f"sampling.max_tokens must be >= 1, got {value}", param="sampling.max_tokens"
-        )
-    return value
-
-
-def _checked_stops(stops: Iterable[str]) -> tuple[str, ...]:
-    result = tuple(stops)
-    if len(result) > MAX_STOPS:
-        raise InvalidRequest(
-            f"sampling.stop has {len(result)} strings; at most {MAX_STOPS} are allowed",
-            param="sampling.stop",
-        )
-    for i, stop in enumerate(result):
-        if not 1 <= len(stop) <= MAX_STOP_CHARS:
-            raise InvalidRequest(
-                f"sampling.stop[{i}] must be 1..{MAX_STOP_CHARS} characters, got {len(stop)}",
-                param="sampling.stop",
-            )
-    return result
-
-
-def _checked_logit_bias(bias: Mapping[int, float]) -> dict[int, float]:
-    result: dict[int, float] = {}
-    # Sorted so the error names the same entry whatever the map's wire order.
-    for token_id, value in sorted(bias.items()):
-        if token_id < 0:
-            raise InvalidRequest(
-                f"sampling.logit_bias key {token_id} is not a token id", param="sampling.logit_bias"
-            )
-        if not (math.isfinite(value) and -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT):
-            raise InvalidRequest(
-                f"sampling.logit_bias[{token_id}] must be in [-100, 100], got {value}",
-                param="sampling.logit_bias",
-            )
-        result[int(token_id)] = _float32(value)
-    return result
+    def seed_for(self, choice: int) -> int | None:
+        """Choice i's seed: seed + i (skipping the random-seed sentinel), or None for random."""
+        if self.seed is None:
+            return None
+        seed = (self.seed + choice) % (RANDOM_SEED_SENTINEL + 1)
+        return seed - 1 if seed == RANDOM_SEED_SENTINEL else seed
 
 
 def check_token_ids(ids: Iterable[int], vocab_size: int, param: str) -> None:
@@ -157,23 +62,21 @@ def check_token_ids(ids: Iterable[int], vocab_size: int, param: str) -> None:
 def resolve_max_tokens(
     prompt_tokens: int, max_tokens: int | None, context_size: int, *, prompt_param: str = "prompt"
 ) -> int:
-    """How many tokens may be generated: the rest of the context unless max_tokens says less."""
+    """How many tokens may be generated: max_tokens clamped to the room left in the context.
+
+    Like llama-server and Ollama, a max_tokens past the context is not an error (coding agents
+    send 32000 by default): generation stops there with finish reason length.
+    """
     if prompt_tokens >= context_size:
         raise InvalidRequest(
             f"prompt has {prompt_tokens} tokens but the context holds {context_size}",
             param=prompt_param,
         )
+    room = context_size - prompt_tokens
     if max_tokens is None:
-        return context_size - prompt_tokens
+        return room
     if max_tokens < 1:
         raise InvalidRequest(
             f"sampling.max_tokens must be >= 1, got {max_tokens}", param="sampling.max_tokens"
         )
-    if prompt_tokens + max_tokens > context_size:
-        raise InvalidRequest(
-            f"This model's context holds {context_size} tokens, but the request needs "
-            f"{prompt_tokens} prompt tokens + {max_tokens} max_tokens = "
-            f"{prompt_tokens + max_tokens}; reduce the prompt or max_tokens",
-            param="sampling.max_tokens",
-        )
-    return max_tokens
+    return min(max_tokens, room)

@@ -23,12 +23,18 @@ class GenerationRequest:
     max_tokens: int
     # time.perf_counter() when the request arrived, for queue and first-token timings.
     arrived: float
+    # Completions from the one prompt (choices 0..n-1).
+    n: int = 1
+    # The client's conversation name: the engine prefers the slot that served it last.
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TokenChunk:
     text: str
     token_ids: tuple[int, ...]
+    # The choice this text belongs to.
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +49,53 @@ class Timings:
 
 
 @dataclass(frozen=True, slots=True)
+class ChoiceEnd:
+    """How one choice of a generation ended."""
+
+    index: int
+    finish_reason: FinishReason
+    completion_tokens: int
+    matched_stop: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationResult:
-    """The last event of every generation."""
+    """The last event of every generation; the top-level finish fields are choice 0's."""
 
     finish_reason: FinishReason
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # summed over choices
     cached_tokens: int
     timings: Timings
     matched_stop: str = ""
+    choices: tuple[ChoiceEnd, ...] = ()
+
+    @classmethod
+    def of_choices(
+        cls, choices: tuple[ChoiceEnd, ...], prompt_tokens: int, cached: int, timings: Timings
+    ) -> GenerationResult:
+        first = choices[0]
+        return cls(
+            finish_reason=first.finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(c.completion_tokens for c in choices),
+            cached_tokens=cached,
+            timings=timings,
+            matched_stop=first.matched_stop,
+            choices=choices,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters of one loaded model, for metrics: gauges now, totals since load."""
+
+    queue_depth: int = 0
+    active_sequences: int = 0
+    slots: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    prefix_cache_hit_tokens: int = 0
 
 
 GenerationEvent = TokenChunk | GenerationResult

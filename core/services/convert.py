@@ -5,7 +5,7 @@ from __future__ import annotations
 from minerva.v1 import inference_pb2, models_pb2
 
 from core.chat.types import ChatMessage
-from core.engine.types import FinishReason, GenerationResult, LoadProgress, TokenChunk
+from core.engine.types import ChoiceEnd, FinishReason, GenerationResult, LoadProgress, TokenChunk
 from core.metadata.types import ModelFormat, ModelMetadata
 
 _FORMATS = {
@@ -56,7 +56,16 @@ def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:
 
 def chunk_fields(chunk: TokenChunk, fingerprint: str = "") -> inference_pb2.GenerationChunk:
     return inference_pb2.GenerationChunk(
-        text=chunk.text, token_ids=chunk.token_ids, fingerprint=fingerprint
+        text=chunk.text, token_ids=chunk.token_ids, fingerprint=fingerprint, index=chunk.index
+    )
+
+
+def choice_end_to_pb(end: ChoiceEnd) -> inference_pb2.ChoiceEnd:
+    return inference_pb2.ChoiceEnd(
+        index=end.index,
+        finish_reason=_FINISH[end.finish_reason],
+        matched_stop=end.matched_stop,
+        completion_tokens=end.completion_tokens,
     )
 
 
@@ -80,6 +89,7 @@ def final_fields(result: GenerationResult, fingerprint: str) -> inference_pb2.Ge
         ),
         matched_stop=result.matched_stop,
         fingerprint=fingerprint,
+        choices=[choice_end_to_pb(c) for c in result.choices],
     )
 
 

@@ -9,7 +9,6 @@ from typing import TypeVar
 import grpc
 from minerva.v1 import inference_pb2, inference_pb2_grpc
 
-from core.engine.sampling import sampling_from_pb
 from core.engine.types import GenerationEvent, TokenChunk
 from core.inference import Inference
 from core.services.convert import (
@@ -19,6 +18,7 @@ from core.services.convert import (
     messages_from_pb,
     prompt_from_pb,
 )
+from core.services.sampling import sampling_from_pb
 
 R = TypeVar("R", inference_pb2.GenerateResponse, inference_pb2.ChatResponse)
 
@@ -33,7 +33,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         sampling = sampling_from_pb(request.sampling if request.HasField("sampling") else None)
         add_special = request.add_special if request.HasField("add_special") else True
         events = self._inference.generate(
-            request.model_id, prompt_from_pb(request), add_special=add_special, sampling=sampling
+            request.model_id,
+            prompt_from_pb(request),
+            add_special=add_special,
+            sampling=sampling,
+            session=request.session_id,
         )
         async for message in self._stream(request.model_id, events, inference_pb2.GenerateResponse):
             yield message
@@ -43,7 +47,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[inference_pb2.ChatResponse]:
         sampling = sampling_from_pb(request.sampling if request.HasField("sampling") else None)
         events = self._inference.chat(
-            request.model_id, messages_from_pb(list(request.messages)), sampling
+            request.model_id,
+            messages_from_pb(list(request.messages)),
+            sampling,
+            session=request.session_id,
         )
         async for message in self._stream(request.model_id, events, inference_pb2.ChatResponse):
             yield message

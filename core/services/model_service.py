@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 from minerva.v1 import models_pb2, models_pb2_grpc
 
-from core.engine.factory import EngineFactory
+from core.engine_factory import EngineFactory
 from core.errors import MinervaError
 from core.manager import ModelManager
 from core.registry import ModelSpec, Registry, fingerprint
@@ -46,7 +46,10 @@ class ModelCatalog:
             model.load_state = models_pb2.LOAD_STATE_FAILED
             return model
         model.metadata.CopyFrom(metadata_to_pb(header.metadata))
-        model.context_size = self.factory.context_size(spec, header)
+        sizing = self.factory.sizing(spec, header)
+        model.context_size = sizing.context_size
+        model.slots = sizing.slots
+        model.kv_cache_tokens = sizing.kv_cache_tokens
         return model
 
     def list_all(self) -> models_pb2.ListModelsResponse:

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from minerva.v1 import inference_pb2 as pb
 
+from core.engine.base import Engine
 from tests.conftest import DEFAULT_MODEL_ID
 from tests.core.conftest import Client
 
@@ -34,6 +35,25 @@ async def collect(
 
 def text_of(chunks: list[pb.GenerationChunk]) -> str:
     return "".join(c.text for c in chunks)
+
+
+async def cancel_after(call: grpc.aio.UnaryStreamCall, tokens: int) -> int:
+    """Read until `tokens` tokens arrived, cancel the call; returns how many arrived."""
+    received = 0
+    async for message in call:
+        received += len(message.chunk.token_ids)
+        if received >= tokens:
+            break
+    call.cancel()
+    return received
+
+
+async def wait_idle(engine: Engine) -> None:
+    """The server sees a cancellation a moment after the client: wait (bounded) for it."""
+    for _ in range(200):
+        if not engine.busy:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_chat_streams_an_answer_with_usage_and_timings(client: Client) -> None:
@@ -174,19 +194,10 @@ async def test_cancel_stops_the_token_loop_and_frees_the_model(client: Client) -
         text="Write a very long story about dragons.",
         sampling=pb.SamplingParams(temperature=0.7, seed=3, max_tokens=1000, logit_bias=no_eog),
     )
-    call = client.inference.Generate(request)
-    received = 0
-    async for message in call:
-        received += len(message.chunk.token_ids)
-        if received >= 5:
-            break
-    call.cancel()
+    received = await cancel_after(client.inference.Generate(request), 5)
     engine = client.core.manager._slots[DEFAULT_MODEL_ID].engine
     assert engine is not None
-    for _ in range(200):
-        if not engine.busy:
-            break
-        await asyncio.sleep(0.01)
+    await wait_idle(engine)
     assert not engine.busy, "token loop still running after cancel"
     assert engine.last_result is not None
     assert engine.last_result.finish_reason.value == "cancelled"
@@ -204,32 +215,38 @@ async def test_queue_overflow_is_resource_exhausted_at_once(client: Client) -> N
     request = pb.GenerateRequest(
         model_id=DEFAULT_MODEL_ID,
         text="Tell me everything about the sea.",
-        sampling=pb.SamplingParams(max_tokens=60, seed=1),
+        # End-of-generation banned: every served stream runs to max_tokens.
+        sampling=pb.SamplingParams(
+            max_tokens=60, seed=1, logit_bias={0: -100.0, 1: -100.0, 2: -100.0}
+        ),
     )
-    calls = [
-        client.inference.Generate(request) for _ in range(8)
-    ]  # queue_size=4: 1 running + 4 waiting
+    # 8 slots + queue_size=4 waiting: 12 are served, the rest refused.
+    calls = [client.inference.Generate(request) for _ in range(15)]
     outcomes = await asyncio.gather(*(collect(c) for c in calls), return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
     served = [o for o in outcomes if not isinstance(o, BaseException)]
-    assert len(served) == 5 and len(refused) == 3
+    assert len(served) == 12 and len(refused) == 3
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
     assert all(final.usage.completion_tokens == 60 for _, final in served)
 
 
-async def test_penalties_change_the_output_and_never_fail(client: Client) -> None:
+@pytest.mark.parametrize(
+    ("prompt", "penalty"),
+    [
+        ("Repeat after me: la la la la", {"repeat_penalty": 1.5}),
+        ("Repeat after me: la la la la", {"frequency_penalty": 1.5}),
+        # Presence is a flat -2 once a token was generated: it needs a closer race to matter.
+        ("Name three colors:", {"presence_penalty": 2.0}),
+    ],
+)
+async def test_penalties_change_the_output_and_never_fail(
+    client: Client, prompt: str, penalty: dict[str, float]
+) -> None:
     def request(**penalties: float) -> pb.GenerateRequest:
         sampling = pb.SamplingParams(temperature=0.0, max_tokens=40, **penalties)
-        return pb.GenerateRequest(
-            model_id=DEFAULT_MODEL_ID, text="Repeat after me: la la la la", sampling=sampling
-        )
+        return pb.GenerateRequest(model_id=DEFAULT_MODEL_ID, text=prompt, sampling=sampling)
 
     plain = text_of((await collect(client.inference.Generate(request())))[0])
-    for penalties in (
-        {"repeat_penalty": 1.5},
-        {"presence_penalty": 1.5},
-        {"frequency_penalty": 1.5},
-    ):
-        chunks, final = await collect(client.inference.Generate(request(**penalties)))
-        assert final.usage.completion_tokens > 0
-        assert text_of(chunks) != plain, penalties
+    chunks, final = await collect(client.inference.Generate(request(**penalty)))
+    assert final.usage.completion_tokens > 0
+    assert text_of(chunks) != plain

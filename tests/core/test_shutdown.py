@@ -112,7 +112,7 @@ async def test_streams_past_the_grace_period_end_with_cancelled(tmp_path: Path) 
     from tests.core.conftest import Client, core_settings
 
     models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
-    core = await start(core_settings(models_dir, queue_size=2))
+    core = await start(core_settings(models_dir, queue_size=2, slots=1))
     client = Client(core)
     no_eog = {0: -100.0, 1: -100.0, 2: -100.0, 4: -100.0}
     request = pb.GenerateRequest(

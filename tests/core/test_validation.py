@@ -28,7 +28,9 @@ GENERATE_CASES = [
     ("empty_stop", pb.SamplingParams(stop=[""]), "sampling.stop"),
     ("bias_value", pb.SamplingParams(logit_bias={5: 150.0}), "sampling.logit_bias"),
     ("bias_token", pb.SamplingParams(logit_bias={10_000_000: 1.0}), "sampling.logit_bias"),
-    ("max_tokens_beyond_context", pb.SamplingParams(max_tokens=5000), "sampling.max_tokens"),
+    ("n_zero", pb.SamplingParams(n=0), "sampling.n"),
+    ("n_too_many", pb.SamplingParams(n=17), "sampling.n"),
+    ("n_beyond_slots", pb.SamplingParams(n=9), "sampling.n"),
 ]
 
 
@@ -61,12 +63,19 @@ async def test_invalid_sampling_is_invalid_argument(
     assert error.details()
 
 
-async def test_max_tokens_beyond_context_names_all_counts(client: Client) -> None:
+async def test_n_beyond_slots_names_the_slots(client: Client) -> None:
     call = client.inference.Generate(
-        pb.GenerateRequest(model_id=M, text="Hi", sampling=pb.SamplingParams(max_tokens=5000))
+        pb.GenerateRequest(model_id=M, text="Hi", sampling=pb.SamplingParams(n=9))
     )
     error = await expect_error(call)
-    assert "2048" in (error.details() or "") and "5000" in (error.details() or "")
+    assert "at most 8 sequences" in (error.details() or "")
+
+
+async def test_overlong_session_id_is_invalid_argument(client: Client) -> None:
+    call = client.inference.Chat(pb.ChatRequest(model_id=M, messages=USER, session_id="s" * 129))
+    error = await expect_error(call)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await param_of(error) == "session_id"
 
 
 async def test_prompt_longer_than_context(client: Client) -> None:

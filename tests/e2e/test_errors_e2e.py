@@ -76,7 +76,7 @@ def test_body_over_the_limit_is_413(stack: Stack) -> None:
 
 
 def test_full_queue_is_429_with_retry_after(make_stack: MakeStack) -> None:
-    own = make_stack(core_args=("--queue-size", "0"))
+    own = make_stack(core_args=("--queue-size", "0", "--slots", "1"))
     client = own.client()
     with client.completions.create(
         model=MODEL, prompt=COUNTING, max_tokens=300, temperature=0, stream=True

@@ -8,13 +8,9 @@ from typing import Any
 import pytest
 from minerva.v1 import inference_pb2
 
-from core.engine.sampling import (
-    Sampling,
-    check_token_ids,
-    resolve_max_tokens,
-    sampling_from_pb,
-)
+from core.engine.sampling import Sampling, check_token_ids, resolve_max_tokens
 from core.errors import InvalidRequest
+from core.services.sampling import sampling_from_pb
 
 NAN = math.nan
 INF = math.inf
@@ -246,6 +242,10 @@ def test_check_token_ids(ids: list[int], vocab: int, bad: int | None) -> None:
         (10, 100, 8192, 100),
         (10, 8182, 8192, 8182),
         (0, 8192, 8192, 8192),
+        # Past the context: clamped to the room left (the stream then ends with "length").
+        (10, 8183, 8192, 8182),
+        (10, 32000, 8192, 8182),
+        (8191, 32000, 8192, 1),
     ],
 )
 def test_resolve_max_tokens(
@@ -259,14 +259,6 @@ def test_resolve_max_tokens(
     [
         (8192, None, 8192, "prompt", "prompt has 8192 tokens but the context holds 8192"),
         (9000, 5, 8192, "prompt", "prompt has 9000 tokens but the context holds 8192"),
-        (
-            10,
-            8183,
-            8192,
-            "sampling.max_tokens",
-            "This model's context holds 8192 tokens, but the request needs "
-            "10 prompt tokens + 8183 max_tokens = 8193; reduce the prompt or max_tokens",
-        ),
         (5, 0, 8192, "sampling.max_tokens", "sampling.max_tokens must be >= 1, got 0"),
     ],
 )

@@ -14,7 +14,7 @@ from core.__main__ import build_settings, parse_args
 from core.errors import ConfigError, ModelNotFound
 from core.metadata.types import ModelFormat
 from core.registry import Registry, id_from_path, validate_id
-from core.settings import Settings, load_config
+from core.settings import Settings, auto_slots, default_kv_cache_tokens, load_config
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -135,6 +135,9 @@ BAD_SERVER_VALUES = [
     ("shutdown_grace_s", -0.5),
     ("idle_ttl_s", -1.0),
     ("idle_ttl_s", float("nan")),
+    ("slots", 0),
+    ("slots", 257),
+    ("prompt_cache_mb", -1),
 ]
 
 
@@ -168,6 +171,11 @@ def test_smallest_valid_settings_are_accepted() -> None:
             "`context_size` of model 'm'",
         ),
         ("[[models]]\nid = 'm'\npath = 'm.gguf'\nthreads = -2\n", "`threads` of model 'm'"),
+        ("[[models]]\nid = 'm'\npath = 'm.gguf'\nslots = 0\n", "`slots` of model 'm'"),
+        (
+            "[[models]]\nid = 'm'\npath = 'm.gguf'\nkv_cache_tokens = 0\n",
+            "`kv_cache_tokens` of model 'm'",
+        ),
     ],
 )
 def test_out_of_range_toml_values_are_config_errors(
@@ -188,6 +196,8 @@ def test_out_of_range_toml_values_are_config_errors(
         ("--max-message-mb=0", "max_message_mb"),
         ("--shutdown-grace=-1", "shutdown_grace_s"),
         ("--idle-ttl=-1", "idle_ttl_s"),
+        ("--slots=0", "slots"),
+        ("--prompt-cache-mb=-1", "prompt_cache_mb"),
     ],
 )
 def test_out_of_range_cli_flags_are_config_errors(tmp_path: Path, flag: str, key: str) -> None:
@@ -242,3 +252,25 @@ def test_scanned_names_with_invalid_ids_are_skipped(
     assert "'_x'" in warned and repr("a" * 129) in warned
     with pytest.raises(ModelNotFound):
         registry.get("_x")
+
+
+@pytest.mark.parametrize(
+    ("context", "slots", "kv"),
+    [
+        (2048, 8, 8192),
+        (8192, 8, 32768),
+        (16384, 4, 65536),
+        (65536, 1, 65536),
+        (200_000, 1, 200_000),
+    ],
+)
+def test_default_slots_and_kv_pool_follow_the_context(context: int, slots: int, kv: int) -> None:
+    assert auto_slots(context) == slots
+    assert default_kv_cache_tokens(context, slots) == kv
+
+
+def test_per_model_slots_and_kv_from_toml(tmp_path: Path) -> None:
+    text = "[server]\nslots = 3\n[[models]]\nid = 'm'\npath = 'm.gguf'\nslots = 2\nkv_cache_tokens = 4096\n"
+    settings = Settings(**load_config(write_config(tmp_path, text)))
+    assert settings.slots == 3
+    assert (settings.models[0].slots, settings.models[0].kv_cache_tokens) == (2, 4096)

@@ -71,7 +71,7 @@ class ModelMetadata(_message.Message):
     def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[str] = ..., quantization: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., tensor_count: _Optional[int] = ..., layer_count: _Optional[int] = ..., embedding_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., parameter_count: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix")
+    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix", "slots", "kv_cache_tokens")
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     LOAD_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,8 @@ class Model(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SERVABLE_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     id: str
     metadata: ModelMetadata
     load_state: LoadState
@@ -92,7 +94,9 @@ class Model(_message.Message):
     fingerprint: str
     servable: bool
     modified_unix: int
-    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ...) -> None: ...
+    slots: int
+    kv_cache_tokens: int
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ..., slots: _Optional[int] = ..., kv_cache_tokens: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

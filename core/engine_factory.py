@@ -1,4 +1,4 @@
-"""Engine construction, chosen by a dict keyed on model format; memory estimates for the budget."""
+"""Engine construction for registry specs, chosen by a dict keyed on model format; memory estimates."""
 
 from __future__ import annotations
 
@@ -12,8 +12,18 @@ from core.engine.llama_backend import LoadOptions, ProgressSink, gpu_offload_sup
 from core.engine.llama_engine import LlamaEngine
 from core.metadata.types import HeaderInfo, ModelFormat
 from core.registry import ModelSpec
+from core.settings import auto_slots, default_kv_cache_tokens
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """How big a model's generation context is."""
+
+    context_size: int  # per sequence
+    slots: int
+    kv_cache_tokens: int  # shared by all slots
 
 
 def _warn_if_no_gpu(spec: ModelSpec) -> None:
@@ -27,21 +37,24 @@ def _warn_if_no_gpu(spec: ModelSpec) -> None:
 
 
 def _load_gguf(
-    spec: ModelSpec, context_size: int, queue_size: int, progress: ProgressSink
+    spec: ModelSpec, sizing: Sizing, factory: EngineFactory, progress: ProgressSink
 ) -> Engine:
     _warn_if_no_gpu(spec)
     opts = LoadOptions(
         path=spec.path,
-        context_size=context_size,
+        context_size=sizing.context_size,
         threads=spec.threads,
         n_gpu_layers=spec.n_gpu_layers,
-        batch_size=min(512, context_size),
+        slots=sizing.slots,
+        kv_tokens=sizing.kv_cache_tokens,
+        batch_size=min(512, sizing.context_size),
+        prompt_cache_bytes=factory.prompt_cache_bytes,
     )
-    return LlamaEngine.load(spec.id, opts, queue_size, progress)
+    return LlamaEngine.load(spec.id, opts, factory.queue_size, progress)
 
 
 # Blocking loaders by format; a format missing here is metadata-only.
-LOADERS: dict[ModelFormat, Callable[[ModelSpec, int, int, ProgressSink], Engine]] = {
+LOADERS: dict[ModelFormat, Callable[[ModelSpec, Sizing, EngineFactory, ProgressSink], Engine]] = {
     ModelFormat.GGUF: _load_gguf,
 }
 
@@ -50,31 +63,39 @@ LOADERS: dict[ModelFormat, Callable[[ModelSpec, int, int, ProgressSink], Engine]
 class EngineFactory:
     default_context_size: int
     queue_size: int
+    prompt_cache_bytes: int = 0
 
     def context_size(self, spec: ModelSpec, header: HeaderInfo) -> int:
-        """The configured size, else the trained context capped by the server default."""
+        """Per sequence: the configured size, else the trained context capped by the default."""
         if spec.context_size:
             return spec.context_size
         trained = header.metadata.context_length
         return min(trained, self.default_context_size) if trained else self.default_context_size
 
+    def sizing(self, spec: ModelSpec, header: HeaderInfo) -> Sizing:
+        context = self.context_size(spec, header)
+        slots = spec.slots or auto_slots(context)
+        kv = spec.kv_cache_tokens or default_kv_cache_tokens(context, slots)
+        return Sizing(context, slots, max(kv, context))
+
     def servable(self, spec: ModelSpec) -> bool:
         return spec.format in LOADERS
 
     def estimate_bytes(self, spec: ModelSpec, header: HeaderInfo) -> int:
-        """Weights plus an f16 KV cache for the context size (GQA-aware when the header says)."""
+        """Weights, the shared f16 KV cache of every slot (GQA-aware), and the prompt cache."""
         meta = header.metadata
         arch = meta.architecture
         heads = _int(header.scalars.get(f"{arch}.attention.head_count"))
         kv_heads = _int(header.scalars.get(f"{arch}.attention.head_count_kv")) or heads
         kv_width = meta.embedding_length * kv_heads // heads if heads else meta.embedding_length
-        kv_bytes = 2 * 2 * meta.layer_count * self.context_size(spec, header) * kv_width
-        return meta.file_size_bytes + kv_bytes
+        cells = self.sizing(spec, header).kv_cache_tokens
+        kv_bytes = 2 * 2 * meta.layer_count * cells * kv_width
+        return meta.file_size_bytes + kv_bytes + self.prompt_cache_bytes
 
     async def load(self, spec: ModelSpec, header: HeaderInfo, progress: ProgressSink) -> Engine:
         loader = LOADERS[spec.format]  # the manager checked servable() first
-        context = self.context_size(spec, header)
-        return await asyncio.to_thread(loader, spec, context, self.queue_size, progress)
+        sizing = self.sizing(spec, header)
+        return await asyncio.to_thread(loader, spec, sizing, self, progress)
 
 
 def _int(value: object) -> int:

@@ -1,0 +1,130 @@
+"""Admission into slots: which slots a request takes and what of their KV cache it keeps."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from core.engine.batch_context import BatchContext
+from core.engine.prompt_cache import PromptCache
+from core.engine.sequence import Job
+from core.engine.slots import Slot, best_donor, choose_extra_slots, choose_slot, common_prefix
+
+log = logging.getLogger(__name__)
+
+# A slot's cache is saved to host RAM before being overwritten when at least this much would go.
+MIN_SAVE_TOKENS = 64
+
+
+class SlotTable:
+    """The slots of one BatchContext, with the host-RAM cache behind them; step thread only."""
+
+    def __init__(self, ctx: BatchContext, n_slots: int, cache: PromptCache) -> None:
+        self._ctx = ctx
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.cache = cache
+        self.hit_tokens = 0  # prompt tokens served from cache, for metrics
+
+    @property
+    def idle(self) -> int:
+        return sum(not s.busy for s in self.slots)
+
+    def place(self, job: Job) -> bool:
+        """Give the job n idle slots and its best cached prefix; False if too few are idle."""
+        primary = choose_slot(self.slots, job.prompt, job.request.session)
+        if primary is None:
+            return False
+        extra = choose_extra_slots(self.slots, primary, job.request.n - 1)
+        if len(extra) < job.request.n - 1:
+            return False
+        for slot in extra:
+            self._empty(slot)
+        job.cached = self._reuse(primary, job.prompt)
+        job.n_past = job.cached
+        job.slots = [primary, *extra]
+        for slot in job.slots:
+            slot.busy = True
+        self.hit_tokens += job.cached
+        return True
+
+    def _reuse(self, slot: Slot, prompt: tuple[int, ...]) -> int:
+        """Fill `slot` with the longest available prefix of the prompt; returns its length.
+
+        At least the last prompt token is always evaluated again, for its logits.
+        """
+        limit = len(prompt) - 1
+        own = min(common_prefix(slot.tokens, prompt), limit)
+        donor, shared = best_donor(self.slots, prompt, slot)
+        shared = min(shared, limit)
+        entry, saved = self.cache.best(prompt)
+        saved = min(saved, limit)
+        if own >= shared and own >= saved:
+            self._truncate(slot, own)
+            return len(slot.tokens)
+        self._empty(slot, keep_hint=prompt)
+        if shared >= saved:
+            self._ctx.seq_cp(donor.seq_id, slot.seq_id, 0, shared)
+            slot.tokens = list(prompt[:shared])
+            return shared
+        if entry is not None and self._ctx.restore_seq(slot.seq_id, entry.state):
+            slot.tokens = list(entry.tokens)
+            self._truncate(slot, saved)
+            return len(slot.tokens)
+        return 0
+
+    def _truncate(self, slot: Slot, keep: int) -> None:
+        if keep < len(slot.tokens):
+            self._save(slot, keep)
+            if not self._ctx.seq_rm(slot.seq_id, keep, -1):
+                self._ctx.seq_rm(slot.seq_id, 0, -1)
+                keep = 0
+            del slot.tokens[keep:]
+
+    def _empty(self, slot: Slot, keep_hint: tuple[int, ...] = ()) -> None:
+        if slot.tokens:
+            self._save(slot, common_prefix(slot.tokens, keep_hint))
+            self._ctx.seq_rm(slot.seq_id, 0, -1)
+            slot.tokens = []
+
+    def _save(self, slot: Slot, keep: int) -> None:
+        """Copy the slot's KV to host RAM when much of it is about to be dropped."""
+        if len(slot.tokens) - keep < MIN_SAVE_TOKENS or not self.cache.wants(slot.tokens):
+            return
+        self.cache.put(slot.tokens, self._ctx.save_seq(slot.seq_id))
+        log.debug("saved %d tokens of slot %d to the prompt cache", len(slot.tokens), slot.seq_id)
+
+    def fork(self, job: Job) -> None:
+        """After the prompt: every other choice's slot shares the primary slot's KV."""
+        primary = job.slots[0]
+        for slot in job.slots[1:]:
+            self._ctx.seq_cp(primary.seq_id, slot.seq_id, 0, -1)
+            slot.tokens = list(primary.tokens)
+
+    def release(self, job: Job) -> None:
+        now = time.monotonic()
+        for slot in job.slots:
+            slot.busy = False
+            slot.session = job.request.session
+            slot.last_used = now
+
+    def drop(self, job: Job) -> None:
+        """Forget the job's KV entirely (after a failed decode its cache is not trustworthy)."""
+        for slot in job.slots:
+            self._ctx.seq_rm(slot.seq_id, 0, -1)
+            slot.tokens = []
+
+    def free_idle(self) -> bool:
+        """Empty every idle slot's cache (saving it to host RAM first); True if any held tokens."""
+        freed = False
+        for slot in self.slots:
+            if not slot.busy and slot.tokens:
+                self._empty(slot)
+                freed = True
+        return freed
+
+    def reset(self) -> None:
+        """After an unexpected failure: forget every slot's KV."""
+        for slot in self.slots:
+            self._ctx.seq_rm(slot.seq_id, 0, -1)
+            slot.tokens = []
+            slot.busy = False

@@ -1,0 +1,60 @@
+"""Embeddings on their own context and thread, so a large embedding call never blocks chat."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import llama_cpp
+
+from core.engine.llama_backend import LlamaModel
+
+# The whole input must fit one micro-batch for pooling; keep the compute buffer modest.
+MAX_EMBED_TOKENS = 2048
+
+
+class Embedder:
+    """Mean-pooled embeddings in a context created on first use; blocking, one caller at a time."""
+
+    def __init__(self, model: LlamaModel, context_size: int) -> None:
+        self._model = model
+        self.max_tokens = min(context_size, MAX_EMBED_TOKENS)
+        self._ctx: llama_cpp.llama_context_p | None = None
+
+    def embed_all(
+        self, inputs: Sequence[Sequence[int]], cancelled: threading.Event
+    ) -> list[list[float]]:
+        """One vector per input; stops early (returning what it has) once `cancelled` is set."""
+        vectors = []
+        for tokens in inputs:
+            if cancelled.is_set():
+                break
+            vectors.append(self.embed(tokens))
+        return vectors
+
+    def embed(self, tokens: Sequence[int]) -> list[float]:
+        if self._ctx is None:
+            self._ctx = self._model.new_context(
+                self.max_tokens, self.max_tokens, 1, embeddings=True
+            )
+        ctx = self._ctx
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for i, token in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1
+            rc = llama_cpp.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode (embeddings) failed with code {rc}")
+            vec = llama_cpp.llama_get_embeddings_seq(ctx, 0)
+            return [float(vec[i]) for i in range(self._model.n_embd)]
+        finally:
+            llama_cpp.llama_batch_free(batch)
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None

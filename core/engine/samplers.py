@@ -1,0 +1,74 @@
+"""C-side sampler chains built from Sampling settings, one per sequence."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+
+import llama_cpp
+
+from core.engine.sampling import Sampling
+
+# Tokens of history the repeat penalty looks at (llama.cpp's default penalty_last_n).
+PENALTY_LAST_N = 64
+
+
+def new_chain(
+    n_vocab: int, sampling: Sampling, seed: int | None, history: Sequence[int]
+) -> llama_cpp.llama_sampler_p:
+    """A sampler chain for one sequence; the caller frees it with llama_sampler_free.
+
+    The repeat penalty sees the end of the prompt (`history`), as in llama.cpp; presence and
+    frequency penalties count generated tokens only, as OpenAI defines them, so they live in a
+    separate, unprimed stage.
+    """
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    try:
+        for stage in _stages(n_vocab, sampling, seed, history):
+            llama_cpp.llama_sampler_chain_add(chain, stage)  # the chain owns it from here
+    except BaseException:
+        llama_cpp.llama_sampler_free(chain)
+        raise
+    return chain
+
+
+def _stages(
+    n_vocab: int, s: Sampling, seed: int | None, history: Sequence[int]
+) -> list[llama_cpp.llama_sampler_p]:
+    stages = []
+    if s.logit_bias:
+        stages.append(_logit_bias(n_vocab, s.logit_bias))
+    if s.repeat_penalty != 1.0:
+        repeat = llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0
+        )
+        for token in history[-PENALTY_LAST_N:]:
+            llama_cpp.llama_sampler_accept(repeat, token)
+        stages.append(repeat)
+    if (s.frequency_penalty, s.presence_penalty) != (0.0, 0.0):
+        stages.append(
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, 1.0, s.frequency_penalty, s.presence_penalty
+            )
+        )
+    if s.temperature <= 0.0:
+        return [*stages, llama_cpp.llama_sampler_init_greedy()]
+    if s.top_k > 0:
+        stages.append(llama_cpp.llama_sampler_init_top_k(s.top_k))
+    return [
+        *stages,
+        llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
+        llama_cpp.llama_sampler_init_min_p(s.min_p, 1),
+        llama_cpp.llama_sampler_init_temp(s.temperature),
+        llama_cpp.llama_sampler_init_dist(seed if seed is not None else secrets.randbits(32)),
+    ]
+
+
+def _logit_bias(n_vocab: int, bias: dict[int, float]) -> llama_cpp.llama_sampler_p:
+    items = [
+        llama_cpp.llama_logit_bias(token=t, bias=-math.inf if b <= -100 else b)
+        for t, b in bias.items()
+    ]
+    arr = (llama_cpp.llama_logit_bias * len(items))(*items)
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(items), arr)

@@ -1,0 +1,161 @@
+"""Per-request and per-choice state of a generation: sampler, stop matcher, UTF-8 decoder, timings."""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+from core.engine.logprobs import TokenLogprob, top_logprobs
+from core.engine.slots import Slot
+from core.engine.stop import StopMatcher
+from core.engine.types import (
+    ChoiceEnd,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+    TokenChunk,
+)
+from core.engine.vocab import Vocab
+
+# Thread-safe callbacks into the request's asyncio stream.
+Emit = Callable[[GenerationEvent], None]
+Fail = Callable[[BaseException], None]
+
+
+class JobState(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODING = "decoding"
+    DONE = "done"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+@dataclass
+class Clock:
+    """Marks of one request's life, turned into Timings at the end."""
+
+    arrived: float
+    started: float = 0.0
+    prompt_done: float = 0.0
+    first_token: float = 0.0
+
+    def timings(self, evaluated: int, generated: int) -> Timings:
+        end = time.perf_counter()
+        started = self.started or end
+        prompt_s = (self.prompt_done or started) - started
+        decode_s = end - self.first_token if self.first_token else 0.0
+        after_first = max(generated - 1, 0)
+        return Timings(
+            queue_ms=_ms(started - self.arrived),
+            time_to_first_token_ms=_ms(self.first_token - self.arrived) if self.first_token else 0.0,
+            prompt_ms=_ms(prompt_s),
+            decode_ms=_ms(decode_s),
+            decode_tokens_per_second=round(after_first / decode_s, 2)
+            if decode_s > 0 and after_first
+            else 0.0,
+            prompt_tokens_per_second=round(evaluated / prompt_s, 2) if prompt_s > 0 else 0.0,
+            total_ms=_ms(end - self.arrived),
+        )
+
+
+class Choice:
+    """One completion being generated in one slot.
+
+    Hooks for constrained and inspected sampling: `chain` may start with a grammar stage, and
+    `logprobs` > 0 records the top alternatives from the raw logits before each sample.
+    """
+
+    def __init__(self, index: int, slot: Slot, chain: llama_cpp.llama_sampler_p, job: Job) -> None:
+        self.index = index
+        self.slot = slot
+        self.chain: llama_cpp.llama_sampler_p | None = chain
+        self.job = job
+        self.logprobs = 0
+        self.last_logprobs: tuple[TokenLogprob, ...] = ()
+        self.generated = 0
+        self.pending: int | None = None  # sampled, not yet decoded into the KV cache
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stops = StopMatcher(job.request.sampling.stop)
+        self.end: ChoiceEnd | None = None
+
+    def observe(self, logits: object) -> None:
+        """Before sampling: record the top alternatives when logprobs were asked for."""
+        if self.logprobs:
+            self.last_logprobs = top_logprobs(logits, self.logprobs)  # type: ignore[arg-type]
+
+    def accept(self, token: int, vocab: Vocab) -> None:
+        """Take a sampled token: end on EOG, a stop string or max_tokens, else emit its text."""
+        if vocab.is_eog(token):
+            self.finish(FinishReason.STOP)
+            return
+        self.generated += 1
+        result = self._stops.feed(self._decoder.decode(vocab.piece(token)))
+        self.job.emit(TokenChunk(result.emit, (token,), self.index))
+        if result.matched is not None:
+            self.finish(FinishReason.STOP, result.matched)
+        elif self.generated >= self.job.request.max_tokens:
+            self.finish(FinishReason.LENGTH)
+        else:
+            self.pending = token
+
+    def finish(self, reason: FinishReason, matched: str = "") -> None:
+        if self.end is not None:
+            return
+        if reason is not FinishReason.CANCELLED and not matched:
+            tail = self._stops.feed(self._decoder.decode(b"", final=True)).emit + self._stops.flush()
+            if tail:
+                self.job.emit(TokenChunk(tail, (), self.index))
+        self.pending = None
+        self.end = ChoiceEnd(self.index, reason, self.generated, matched)
+        self.free_chain()
+
+    def free_chain(self) -> None:
+        if self.chain is not None:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its prompt is evaluated once in `slots[0]`, then forked into n choices."""
+
+    request: GenerationRequest
+    emit: Emit
+    fail: Fail
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    state: JobState = JobState.WAITING
+    slots: list[Slot] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
+    cached: int = 0  # prompt tokens reused from the KV cache
+    n_past: int = 0  # prompt tokens in the primary slot's KV so far
+    clock: Clock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = Clock(self.request.arrived)
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.request.prompt
+
+    @property
+    def live(self) -> list[Choice]:
+        return [c for c in self.choices if c.end is None]
+
+    def result(self) -> GenerationResult:
+        ends = tuple(
+            c.end or ChoiceEnd(c.index, FinishReason.CANCELLED, c.generated) for c in self.choices
+        ) or (ChoiceEnd(0, FinishReason.CANCELLED, 0),)
+        generated = sum(e.completion_tokens for e in ends)
+        timings = self.clock.timings(self.n_past - self.cached, generated)
+        return GenerationResult.of_choices(ends, len(self.prompt), self.cached, timings)
