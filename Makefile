@@ -49,10 +49,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check core rest_bridge scripts tests
 	$(PY) -m mypy core rest_bridge
 
+# Builds llama.cpp's llama-server once per machine (../shared/tools/llama-server.sh, ~10 min on
+# 2 cores), then compares it, in-process llama-cpp-python and Minerva in one table.
+# BENCH_ARGS passes flags through, e.g. BENCH_ARGS='--clients 1,4 --rounds 1 --turns 2'.
 bench: $(STAMP) $(DEFAULT_MODEL)
-	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) scripts/bench_core.py --models-dir $(MODELS_DIR)
-	$(PY) scripts/bench_bridge.py --model $(DEFAULT_MODEL)
+	$(PY) scripts/bench_serving.py --model $(DEFAULT_MODEL) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

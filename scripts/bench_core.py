@@ -20,8 +20,8 @@ import grpc
 from minerva.v1 import inference_pb2 as pb
 from minerva.v1 import inference_pb2_grpc
 
-from scripts.bench_bridge import free_port
 from scripts.bench_metadata import measure
+from scripts.bench_servers import free_port
 
 MODEL_FILE = "SmolLM2-135M-Instruct-Q4_1.gguf"
 MODEL_ID = "smollm2-135m-instruct-q4_1"
