@@ -68,11 +68,6 @@ class Engine(Protocol):
         GenerationResult whose finish reason is CANCELLED."""
         ...
 
-    @property
-    def embed_limit(self) -> int:
-        """The most tokens one embedding input may have."""
-        ...
-
     async def embed(
         self, inputs: Sequence[Sequence[int]], normalize: bool
     ) -> list[list[float]]: ...

@@ -18,6 +18,8 @@ class BatchContext:
     """A llama_context serving `n_seq` sequences; the step thread is its only user."""
 
     def __init__(self, model: LlamaModel, kv_cells: int, n_batch: int, n_seq: int) -> None:
+        # Every slot's decode token must fit one batch, whatever n_batch says.
+        n_batch = max(n_batch, n_seq)
         self.n_batch = n_batch
         self.n_vocab = model.vocab.n_vocab
         self._ctx: llama_cpp.llama_context_p | None = model.new_context(
@@ -50,6 +52,8 @@ class BatchContext:
         if batch is None:
             raise RuntimeError("the context is closed")
         i = batch.n_tokens
+        if i >= self.n_batch:
+            raise RuntimeError(f"batch overflow: {self.n_batch} tokens at most")
         batch.token[i] = token
         batch.pos[i] = pos
         batch.n_seq_id[i] = 1

@@ -88,10 +88,6 @@ class LlamaEngine:
             self._steps.busy or self._embed_jobs.admitted > 0 or self._tokenizer_jobs.admitted > 0
         )
 
-    @property
-    def embed_limit(self) -> int:
-        return self._embedder.max_tokens
-
     def stats(self) -> EngineStats:
         return self._steps.stats()
 

@@ -140,7 +140,14 @@ class StepLoop:
                 if not self._waiting or self._table.idle < self._waiting[0].request.n:
                     return  # first come, first served: later requests wait behind the head
                 job = self._waiting.popleft()
-            if not self._table.place(job):  # KV edits happen outside the lock
+            try:
+                placed = self._table.place(job)  # KV edits happen outside the lock
+            except Exception as exc:
+                log.exception("model %s: admission failed", self._name)
+                self._forget(job)
+                job.fail(exc)
+                continue
+            if not placed:
                 with self._cv:
                     self._waiting.appendleft(job)
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,8 @@ def rpc_error(
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)
 
 
-def chunk(text: str, *ids: int) -> inference_pb2.GenerationChunk:
-    return inference_pb2.GenerationChunk(text=text, token_ids=list(ids))
+def chunk(text: str, *ids: int, index: int = 0) -> inference_pb2.GenerationChunk:
+    return inference_pb2.GenerationChunk(text=text, token_ids=list(ids), index=index)
 
 
 def final(
@@ -41,14 +41,33 @@ def final(
     prompt: int = 7,
     completion: int = 3,
     cached: int = 2,
+    choices: Sequence[inference_pb2.FinishReason] = (),
 ) -> inference_pb2.GenerationFinal:
+    """A final; `choices` gives each choice's finish reason in index order, as the core does
+    for any n (the top-level reason is then choice 0's). Without it: a core from before n."""
     return inference_pb2.GenerationFinal(
-        finish_reason=reason,
+        finish_reason=choices[0] if choices else reason,
         usage=inference_pb2.Usage(
             prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached
         ),
         fingerprint=FINGERPRINT,
+        choices=[
+            inference_pb2.ChoiceEnd(index=index, finish_reason=end)
+            for index, end in enumerate(choices)
+        ],
     )
+
+
+def interleaved(*texts: Sequence[str]) -> list[inference_pb2.GenerationChunk]:
+    """Chunks of several choices in the order the core's step loop emits them: one piece of
+    every choice still generating per step. texts[i] holds choice i's pieces."""
+    steps = max(len(pieces) for pieces in texts)
+    return [
+        chunk(pieces[step], step + 1, index=index)
+        for step in range(steps)
+        for index, pieces in enumerate(texts)
+        if step < len(pieces)
+    ]
 
 
 class FakeStreamCall:
@@ -81,7 +100,8 @@ class FakeStreamCall:
 
 @dataclass
 class FakeInference:
-    """InferenceService stub: streams play `script`; every request is recorded."""
+    """InferenceService stub: streams play `script` (indexed chunks and a final with choices for
+    n > 1); every request is recorded, so tests see the sampling.n and session_id sent."""
 
     script: list[Any] = field(
         default_factory=lambda: [chunk("Hello", 1), chunk(" there", 2), final()]

@@ -87,6 +87,8 @@ def test_message_is_the_core_details_unchanged() -> None:
         ("sampling.seed", "prompt", "seed"),
         ("sampling.stop", "prompt", "stop"),
         ("sampling.top_k", "prompt", "top_k"),
+        ("sampling.n", "messages", "n"),
+        ("session_id", "messages", "x-session-affinity"),
         ("something_new", "prompt", "something_new"),
         (None, "prompt", None),
     ],

@@ -45,13 +45,13 @@ def test_collect_joins_chunks_and_keeps_final() -> None:
         inference_pb2.ChatResponse(chunk=chunk("lo", 3)),
         inference_pb2.ChatResponse(final=final(inference_pb2.FINISH_REASON_LENGTH)),
     ]
-    text, last = translate.collect(events)
-    assert text == "Hello"
+    texts, last = translate.collect(events)
+    assert texts == {0: "Hello"}
     assert last.finish_reason == inference_pb2.FINISH_REASON_LENGTH
 
 
 def test_chat_completion_object() -> None:
-    body = translate.chat_completion(IDS, "Hi!", final(completion=2))
+    body = translate.chat_completion(IDS, {0: "Hi!"}, final(completion=2))
     assert body["id"] == "chatcmpl-abc"
     assert body["object"] == "chat.completion"
     assert (body["created"], body["model"], body["system_fingerprint"]) == (
@@ -72,7 +72,7 @@ def test_chat_completion_object() -> None:
 
 def test_completion_object() -> None:
     ids = translate.ResponseIds(id="cmpl-1", created=5, model="m")
-    body = translate.completion(ids, "text", final(inference_pb2.FINISH_REASON_LENGTH))
+    body = translate.completion(ids, {0: "text"}, final(inference_pb2.FINISH_REASON_LENGTH))
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "text"
     assert body["choices"][0]["finish_reason"] == "length"

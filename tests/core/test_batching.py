@@ -147,8 +147,13 @@ async def second_turn_reuses_prefix(client: Client) -> None:
         await chat_turn(client, conversation(system_prompt(topic), "Hello!"), topic)
     second = [*first, pb.ChatMessage(role="assistant", content=reply)]
     second.append(pb.ChatMessage(role="user", content="And mint?"))
+    engine = client.core.manager._slots[M].engine
+    assert engine is not None
+    hits_before = engine.stats().prefix_cache_hit_tokens
     _, turn2 = await chat_turn(client, second, "garden")
     assert turn2.usage.cached_prompt_tokens >= turn1.usage.prompt_tokens - 1
+    hits = engine.stats().prefix_cache_hit_tokens - hits_before
+    assert hits == turn2.usage.cached_prompt_tokens
 
 
 async def test_requests_beyond_the_slots_are_served_in_arrival_order(two_slots: Client) -> None:
