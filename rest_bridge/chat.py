@@ -3,50 +3,45 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Self
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aiohttp import web
 from minerva.v1 import inference_pb2
 
 from rest_bridge import translate
 from rest_bridge.app_keys import CLIENT
-from rest_bridge.generation import respond
-from rest_bridge.protocol import chat_request, parse_body
-
-CHUNK_OBJECT = "chat.completion.chunk"
+from rest_bridge.generation import StreamChunks, respond
+from rest_bridge.protocol import chat_request, parse_body, session_id
 
 
 @dataclass(frozen=True)
-class ChatChunks:
-    """Chat stream chunks: the role first, content deltas, the finish reason, then usage."""
+class ChatChunks(StreamChunks):
+    """Chat stream chunks: each choice opens with the assistant role, then content deltas."""
 
-    ids: translate.ResponseIds
-    include_usage: bool
-    # The model file's fingerprint, known from the stream's first message on.
-    fingerprint: str | None = None
+    CHUNK_OBJECT: ClassVar[str] = "chat.completion.chunk"
 
-    def with_fingerprint(self, fingerprint: str | None) -> Self:
-        return replace(self, fingerprint=fingerprint)
+    def opening(self, index: int) -> list[dict[str, Any]]:
+        return [self._delta(index, {"role": "assistant", "content": ""})]
 
-    def opening(self) -> list[dict[str, Any]]:
-        return [self._chunk({"role": "assistant", "content": ""})]
+    def chunk(
+        self, index: int, text: str, finish: str | None = None, fingerprint: str | None = None
+    ) -> dict[str, Any]:
+        # Text pieces are never empty: an empty one is the finish chunk's empty delta.
+        return self._delta(index, {"content": text} if text else {}, finish, fingerprint)
 
-    def text(self, text: str) -> dict[str, Any]:
-        return self._chunk({"content": text})
-
-    def closing(self, final: inference_pb2.GenerationFinal) -> list[dict[str, Any]]:
-        last = self._chunk({}, translate.finish_reason(final.finish_reason), final.fingerprint)
-        if not self.include_usage:
-            return [last]
-        return [last, translate.usage_chunk(self.ids, CHUNK_OBJECT, final)]
-
-    def _chunk(
-        self, delta: dict[str, Any], finish: str | None = None, fingerprint: str | None = None
+    def _delta(
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        fingerprint: str | None = None,
     ) -> dict[str, Any]:
         return translate.chat_chunk(
             self.ids,
             delta,
+            index=index,
             finish=finish,
             fingerprint=fingerprint or self.fingerprint,
             with_usage_field=self.include_usage,
@@ -54,14 +49,14 @@ class ChatChunks:
 
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
-    pb_request, mode = chat_request(parse_body(await request.read()))
+    pb_request, mode = chat_request(parse_body(await request.read()), session_id(request.headers))
     client = request.app[CLIENT]
     ids = translate.ResponseIds.new("chatcmpl", pb_request.model_id, time.time())
     call = client.inference.Chat(pb_request, metadata=client.metadata)
     builder = ChatChunks(ids, mode.include_usage)
 
-    def whole(text: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
-        return translate.chat_completion(ids, text, final)
+    def whole(texts: Mapping[int, str], final: inference_pb2.GenerationFinal) -> dict[str, Any]:
+        return translate.chat_completion(ids, texts, final)
 
     return await respond(request, call, mode, builder, whole, client.address, "messages")
 

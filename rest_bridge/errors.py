@@ -59,6 +59,7 @@ _PARAM_NAMES = {
     "token_ids": "prompt",
     "messages": "messages",
     "inputs": "input",
+    "session_id": "x-session-affinity",
 }
 
 

@@ -2,46 +2,92 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Self
 
 from aiohttp import web
+from minerva.v1 import inference_pb2
 
 from rest_bridge import sse, translate
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import StreamMode
 
 
-class ChunkBuilder(Protocol):
-    """Turns the core's events into one endpoint's stream chunks."""
+@dataclass(frozen=True)
+class StreamChunks(ABC):
+    """One answer's stream chunks: each choice's opening and text pieces, one finish chunk per
+    choice, then usage when asked for. Endpoints say what a chunk and an opening look like."""
 
-    def with_fingerprint(self, fingerprint: str | None) -> ChunkBuilder: ...
+    CHUNK_OBJECT: ClassVar[str]
 
-    def opening(self) -> list[dict[str, Any]]: ...
+    ids: translate.ResponseIds
+    include_usage: bool
+    # The model file's fingerprint, known from the stream's first message on.
+    fingerprint: str | None = None
 
-    def text(self, text: str) -> dict[str, Any]: ...
+    def with_fingerprint(self, fingerprint: str | None) -> Self:
+        return replace(self, fingerprint=fingerprint)
 
-    def closing(self, final: translate.inference_pb2.GenerationFinal) -> list[dict[str, Any]]: ...
+    def opening(self, index: int) -> list[dict[str, Any]]:
+        return []
+
+    def text(self, index: int, text: str) -> dict[str, Any]:
+        return self.chunk(index, text)
+
+    def closing(self, final: inference_pb2.GenerationFinal) -> list[dict[str, Any]]:
+        chunks = [
+            self.chunk(end.index, "", translate.finish_reason(end.finish_reason), final.fingerprint)
+            for end in translate.choice_ends(final)
+        ]
+        if self.include_usage:
+            chunks.append(translate.usage_chunk(self.ids, self.CHUNK_OBJECT, final))
+        return chunks
+
+    @abstractmethod
+    def chunk(
+        self, index: int, text: str, finish: str | None = None, fingerprint: str | None = None
+    ) -> dict[str, Any]:
+        """Choice `index`'s chunk: a text piece, or no text and its finish reason."""
 
 
 async def stream_chunks(
-    call: Any, builder: ChunkBuilder, address: str, input_name: str
+    call: Any, builder: StreamChunks, address: str, input_name: str
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yields nothing until the core's first message, so early errors keep their status."""
-    opened = False
+    started = False
+    opened: set[int] = set()
     async with translate_grpc_errors(address, input_name):
         async for event in call:
-            if not opened:
-                opened = True
+            if not started:
+                started = True
                 builder = builder.with_fingerprint(_fingerprint(event))
-                for chunk in builder.opening():
-                    yield chunk
-            kind = event.WhichOneof("event")
-            if kind == "chunk" and event.chunk.text:
-                yield builder.text(event.chunk.text)
-            elif kind == "final":
-                for chunk in builder.closing(event.final):
-                    yield chunk
+            for chunk in _event_chunks(builder, event, opened):
+                yield chunk
+
+
+def _event_chunks(builder: StreamChunks, event: Any, opened: set[int]) -> list[dict[str, Any]]:
+    """One core message as chunks; a choice's opening goes before anything else of it."""
+    kind = event.WhichOneof("event")
+    if kind == "chunk":
+        piece = event.chunk
+        chunks = _open(builder, piece.index, opened)
+        if piece.text:
+            chunks.append(builder.text(piece.index, piece.text))
+        return chunks
+    if kind == "final":
+        ends = translate.choice_ends(event.final)
+        openings = [chunk for end in ends for chunk in _open(builder, end.index, opened)]
+        return openings + builder.closing(event.final)
+    return []
+
+
+def _open(builder: StreamChunks, index: int, opened: set[int]) -> list[dict[str, Any]]:
+    if index in opened:
+        return []
+    opened.add(index)
+    return builder.opening(index)
 
 
 def _fingerprint(event: Any) -> str | None:
@@ -54,8 +100,8 @@ async def respond(
     request: web.Request,
     call: Any,
     mode: StreamMode,
-    builder: ChunkBuilder,
-    whole: Callable[[str, translate.inference_pb2.GenerationFinal], dict[str, Any]],
+    builder: StreamChunks,
+    whole: Callable[[Mapping[int, str], inference_pb2.GenerationFinal], dict[str, Any]],
     address: str,
     input_name: str,
 ) -> web.StreamResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_STOP_STRINGS = 4
 INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
 SEED_MODULUS = 2**32
 CHAT_ROLES = {
     "system": "system",
@@ -51,6 +52,10 @@ CHAT_FIELDS = {"model", "messages", "max_completion_tokens", *_SAMPLING_FIELDS}
 COMPLETION_FIELDS = {"model", "prompt", "echo", "best_of", "suffix", *_SAMPLING_FIELDS}
 EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 ENCODING_FORMATS = ("float", "base64")
+# Coding agents (OpenCode, ...) name the conversation here on every request; OpenAI's `user`
+# field names an end user instead, so it is not used for this.
+SESSION_HEADER = "x-session-affinity"
+MAX_SESSION_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -185,8 +190,8 @@ def _bias_value(key: str, value: Any) -> float:
 
 def parse_max_tokens(body: dict[str, Any]) -> int | None:
     """max_completion_tokens (OpenAI's newer name) wins over max_tokens when both are set."""
-    newer = get_int(body, "max_completion_tokens", 1, 2**32 - 1)
-    older = get_int(body, "max_tokens", 1, 2**32 - 1)
+    newer = get_int(body, "max_completion_tokens", 1, UINT32_MAX)
+    older = get_int(body, "max_tokens", 1, UINT32_MAX)
     return newer if newer is not None else older
 
 
@@ -203,6 +208,8 @@ def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
     }
     top_k = get_int(body, "top_k", 0, INT32_MAX)
     seed = get_int(body, "seed")
+    # The core knows the model's slots, so it checks the upper bound.
+    n = get_int(body, "n", 1, UINT32_MAX)
     sampling = inference_pb2.SamplingParams(
         stop=parse_stop(body), logit_bias=parse_logit_bias(body)
     )
@@ -213,6 +220,8 @@ def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
         sampling.top_k = top_k
     if seed is not None:
         sampling.seed = seed % SEED_MODULUS
+    if n is not None:
+        sampling.n = n
     max_tokens = parse_max_tokens(body)
     if max_tokens is not None:
         sampling.max_tokens = max_tokens
@@ -221,8 +230,6 @@ def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
 
 def _reject_unsupported(body: dict[str, Any]) -> None:
     """Options that would silently change the answer's shape are refused, not ignored."""
-    if get_int(body, "n") not in (None, 1):
-        raise BadRequest("only n=1 is supported", "n")
     if body.get("logprobs") not in (None, False, 0):
         raise BadRequest("logprobs are not supported", "logprobs")
     if body.get("top_logprobs") not in (None, 0):
@@ -288,19 +295,39 @@ def parse_messages(body: dict[str, Any]) -> list[inference_pb2.ChatMessage]:
     return [parse_message(index, message) for index, message in enumerate(messages)]
 
 
-def chat_request(body: dict[str, Any]) -> tuple[inference_pb2.ChatRequest, StreamMode]:
-    """POST /v1/chat/completions body -> ChatRequest."""
+def session_id(headers: Mapping[str, str]) -> str:
+    """The conversation named by the x-session-affinity header; '' when there is none."""
+    value = headers.get(SESSION_HEADER, "")
+    if len(value) > MAX_SESSION_CHARS:
+        raise BadRequest(
+            f"'{SESSION_HEADER}' takes at most {MAX_SESSION_CHARS} characters, got {len(value)}",
+            SESSION_HEADER,
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError as error:  # aiohttp keeps undecodable header bytes as surrogates
+        raise BadRequest(f"'{SESSION_HEADER}' must be UTF-8 text", SESSION_HEADER) from error
+    return value
+
+
+def chat_request(
+    body: dict[str, Any], session: str = ""
+) -> tuple[inference_pb2.ChatRequest, StreamMode]:
+    """POST /v1/chat/completions body (and the session_id() of its headers) -> ChatRequest."""
     log_unknown_fields(body, CHAT_FIELDS, "chat.completions")
     request = inference_pb2.ChatRequest(
         model_id=get_str(body, "model", required=True),
         messages=parse_messages(body),
         sampling=parse_sampling(body),
+        session_id=session,
     )
     return request, parse_stream_mode(body)
 
 
-def completion_request(body: dict[str, Any]) -> tuple[inference_pb2.GenerateRequest, StreamMode]:
-    """POST /v1/completions body -> GenerateRequest (raw prompt, no chat template)."""
+def completion_request(
+    body: dict[str, Any], session: str = ""
+) -> tuple[inference_pb2.GenerateRequest, StreamMode]:
+    """POST /v1/completions body (and its session) -> GenerateRequest (raw prompt, no template)."""
     log_unknown_fields(body, COMPLETION_FIELDS, "completions")
     if get_bool(body, "echo"):
         raise BadRequest("echo is not supported", "echo")
@@ -309,7 +336,9 @@ def completion_request(body: dict[str, Any]) -> tuple[inference_pb2.GenerateRequ
     if get_str(body, "suffix"):
         raise BadRequest("suffix is not supported", "suffix")
     request = inference_pb2.GenerateRequest(
-        model_id=get_str(body, "model", required=True), sampling=parse_sampling(body)
+        model_id=get_str(body, "model", required=True),
+        sampling=parse_sampling(body),
+        session_id=session,
     )
     prompt = parse_prompt(body.get("prompt"))
     if isinstance(prompt, str):

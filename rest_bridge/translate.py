@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,112 +53,128 @@ def usage(pb: inference_pb2.Usage) -> dict[str, Any]:
 GenerationEvent = inference_pb2.GenerateResponse | inference_pb2.ChatResponse
 
 
-def collect(events: Iterable[GenerationEvent]) -> tuple[str, inference_pb2.GenerationFinal]:
-    """Joins a whole stream into its text and its final message."""
-    texts: list[str] = []
+def choice_ends(final: inference_pb2.GenerationFinal) -> list[inference_pb2.ChoiceEnd]:
+    """How each choice ended, in index order; a final without `choices` (a core from before
+    n existed) ended one choice, index 0, with its top-level finish reason."""
+    if final.choices:
+        return list(final.choices)
+    return [inference_pb2.ChoiceEnd(index=0, finish_reason=final.finish_reason)]
+
+
+def collect(
+    events: Iterable[GenerationEvent],
+) -> tuple[dict[int, str], inference_pb2.GenerationFinal]:
+    """Joins a whole stream into each choice's text (keyed by index) and its final message."""
+    texts: dict[int, list[str]] = defaultdict(list)
     final = inference_pb2.GenerationFinal()
     for event in events:
         if event.WhichOneof("event") == "chunk":
-            texts.append(event.chunk.text)
+            texts[event.chunk.index].append(event.chunk.text)
         elif event.WhichOneof("event") == "final":
             final = event.final
-    return "".join(texts), final
+    return {index: "".join(parts) for index, parts in texts.items()}, final
 
 
-def chat_completion(
-    ids: ResponseIds, text: str, final: inference_pb2.GenerationFinal
-) -> dict[str, Any]:
-    return {
-        "id": ids.id,
-        "object": "chat.completion",
-        "created": ids.created,
-        "model": ids.model,
-        "system_fingerprint": final.fingerprint or None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason(final.finish_reason),
-            }
-        ],
-        "usage": usage(final.usage),
-    }
-
-
-def chat_chunk(
+def _envelope(
     ids: ResponseIds,
-    delta: dict[str, Any],
-    *,
-    finish: str | None = None,
-    fingerprint: str | None = None,
-    with_usage_field: bool = False,
+    obj: str,
+    final: inference_pb2.GenerationFinal,
+    choices: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """One chat.completion.chunk; `usage: null` appears only when the client asked for usage."""
-    chunk: dict[str, Any] = {
-        "id": ids.id,
-        "object": "chat.completion.chunk",
-        "created": ids.created,
-        "model": ids.model,
-        "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
-    if with_usage_field:
-        chunk["usage"] = None
-    return chunk
-
-
-def usage_chunk(ids: ResponseIds, obj: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
-    """The last chunk of a stream with stream_options.include_usage: no choices, only usage."""
+    """A whole answer, or the usage chunk: ids, fingerprint, choices and usage."""
     return {
         "id": ids.id,
         "object": obj,
         "created": ids.created,
         "model": ids.model,
         "system_fingerprint": final.fingerprint or None,
-        "choices": [],
+        "choices": choices,
         "usage": usage(final.usage),
     }
 
 
-def completion(ids: ResponseIds, text: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
-    return {
+def _choices(
+    texts: Mapping[int, str],
+    final: inference_pb2.GenerationFinal,
+    content: Callable[[str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One choice per ended index, its text shown by `content`, its own finish reason."""
+    return [
+        {
+            "index": end.index,
+            **content(texts.get(end.index, "")),
+            "logprobs": None,
+            "finish_reason": finish_reason(end.finish_reason),
+        }
+        for end in choice_ends(final)
+    ]
+
+
+def chat_completion(
+    ids: ResponseIds, texts: Mapping[int, str], final: inference_pb2.GenerationFinal
+) -> dict[str, Any]:
+    choices = _choices(
+        texts, final, lambda text: {"message": {"role": "assistant", "content": text}}
+    )
+    return _envelope(ids, "chat.completion", final, choices)
+
+
+def completion(
+    ids: ResponseIds, texts: Mapping[int, str], final: inference_pb2.GenerationFinal
+) -> dict[str, Any]:
+    return _envelope(ids, "text_completion", final, _choices(texts, final, lambda t: {"text": t}))
+
+
+def _chunk(
+    ids: ResponseIds,
+    obj: str,
+    choice: dict[str, Any],
+    fingerprint: str | None,
+    with_usage_field: bool,
+) -> dict[str, Any]:
+    """One stream chunk of one choice; `usage: null` appears only when usage was asked for."""
+    chunk: dict[str, Any] = {
         "id": ids.id,
-        "object": "text_completion",
+        "object": obj,
         "created": ids.created,
         "model": ids.model,
-        "system_fingerprint": final.fingerprint or None,
-        "choices": [
-            {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": finish_reason(final.finish_reason),
-            }
-        ],
-        "usage": usage(final.usage),
+        "system_fingerprint": fingerprint,
+        "choices": [choice],
     }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+def chat_chunk(
+    ids: ResponseIds,
+    delta: dict[str, Any],
+    *,
+    index: int = 0,
+    finish: str | None = None,
+    fingerprint: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return _chunk(ids, "chat.completion.chunk", choice, fingerprint, with_usage_field)
 
 
 def completion_chunk(
     ids: ResponseIds,
     text: str,
     *,
+    index: int = 0,
     finish: str | None = None,
     fingerprint: str | None = None,
     with_usage_field: bool = False,
 ) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": ids.id,
-        "object": "text_completion",
-        "created": ids.created,
-        "model": ids.model,
-        "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-    }
-    if with_usage_field:
-        chunk["usage"] = None
-    return chunk
+    choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    return _chunk(ids, "text_completion", choice, fingerprint, with_usage_field)
+
+
+def usage_chunk(ids: ResponseIds, obj: str, final: inference_pb2.GenerationFinal) -> dict[str, Any]:
+    """The last chunk of a stream with stream_options.include_usage: no choices, only usage."""
+    return _envelope(ids, obj, final, [])
 
 
 def model_object(model: models_pb2.Model) -> dict[str, Any]:

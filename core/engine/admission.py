@@ -13,7 +13,7 @@ from core.engine.slots import Slot, best_donor, choose_extra_slots, choose_slot,
 log = logging.getLogger(__name__)
 
 # A slot's cache is saved to host RAM before being overwritten when at least this much would go.
-MIN_SAVE_TOKENS = 64
+MIN_SAVE_TOKENS = 32
 
 
 class SlotTable:

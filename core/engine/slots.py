@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# A slot is reused for its cached prefix only when that prefix is at least this share of the
-# prompt (llama-server's default slot_prompt_similarity); below it the least recently used wins.
+# A slot is continued only when the shared prefix is at least this share of the prompt
+# (llama-server's default slot_prompt_similarity)...
 MIN_SIMILARITY = 0.1
+# ...and it loses no more of its cache than this (a re-tokenized last reply may differ a little).
+MAX_DROPPED_TOKENS = 32
+MAX_DROPPED_SHARE = 0.1
 
 
 @dataclass(eq=False)
@@ -37,21 +40,38 @@ def choose_slot(
 ) -> Slot | None:
     """The idle slot a request should take, or None when every slot is busy.
 
-    The slot whose cache shares the longest prefix with the prompt (above MIN_SIMILARITY;
-    ties go to the request's own session, then the most recently used); else the session's
-    own slot; else an empty slot; else the least recently used one.
+    Taking a slot destroys whatever of its cache the prompt does not continue, while any prefix
+    can be copied from another slot for free (unified KV). So, in order:
+    1. a slot the prompt continues (it keeps nearly all of that slot's cache, and the shared part
+       is at least MIN_SIMILARITY of the prompt), never another session's: the longest wins;
+    2. an empty slot;
+    3. the request's own session's slot (its previous turn, edited or regenerated);
+    4. the least recently used slot.
     """
     idle = [s for s in slots if not s.busy]
     if not idle:
         return None
-    scored = [(common_prefix(s.tokens, prompt), s) for s in idle]
-    similar = [(n, s) for n, s in scored if n and n >= MIN_SIMILARITY * len(prompt)]
-    if similar:
-        return max(similar, key=lambda ns: (ns[0], _owns(ns[1], session), ns[1].last_used))[1]
+    continued = [
+        (n, s)
+        for s in idle
+        if not _foreign(s, session) and _continues(n := common_prefix(s.tokens, prompt), s, prompt)
+    ]
+    if continued:
+        return max(continued, key=lambda ns: (ns[0], _owns(ns[1], session), ns[1].last_used))[1]
+    empty = [s for s in idle if not s.tokens]
+    if empty:
+        return empty[0]
     own = [s for s in idle if _owns(s, session)]
-    if own:
-        return own[0]
-    return min(idle, key=lambda s: (bool(s.tokens), s.last_used))
+    return own[0] if own else min(idle, key=lambda s: s.last_used)
+
+
+def _continues(shared: int, slot: Slot, prompt: Sequence[int]) -> bool:
+    dropped = len(slot.tokens) - shared
+    return (
+        shared > 0
+        and shared >= MIN_SIMILARITY * len(prompt)
+        and dropped <= max(MAX_DROPPED_TOKENS, MAX_DROPPED_SHARE * len(slot.tokens))
+    )
 
 
 def choose_extra_slots(slots: Sequence[Slot], taken: Slot, count: int) -> list[Slot]:
@@ -74,3 +94,8 @@ def best_donor(slots: Sequence[Slot], prompt: Sequence[int], target: Slot) -> tu
 
 def _owns(slot: Slot, session: str) -> bool:
     return bool(session) and slot.session == session
+
+
+def _foreign(slot: Slot, session: str) -> bool:
+    """The slot holds another named conversation's cache."""
+    return bool(session) and bool(slot.session) and slot.session != session

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import grpc
@@ -17,6 +19,7 @@ from tests.bridge.conftest import (
     MakeBridge,
     chunk,
     final,
+    interleaved,
     rpc_error,
     sse_events,
 )
@@ -132,6 +135,12 @@ async def test_stream_with_include_usage(bridge: TestClient, core: FakeCore) -> 
             rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "token 99999", "sampling.logit_bias"),
             400,
             "logit_bias",
+        ),
+        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "n > slots", "sampling.n"), 400, "n"),
+        (
+            rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "too long", "session_id"),
+            400,
+            "x-session-affinity",
         ),
         (rpc_error(grpc.StatusCode.NOT_FOUND, "unknown model", "model_id"), 404, "model"),
         (rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "bad file", "model_id"), 400, "model"),
@@ -259,3 +268,97 @@ async def test_unexpected_failure_before_headers_is_a_500_envelope(
     error = (await response.json())["error"]
     assert error["message"] == "internal error in the bridge"
     assert "secret" not in await response.text()
+
+
+STOP, LENGTH = inference_pb2.FINISH_REASON_STOP, inference_pb2.FINISH_REASON_LENGTH
+ROLE = {"role": "assistant", "content": ""}
+THREE_CHOICES = [
+    *interleaved(["Red", "."], ["Blue"], ["Green", "!"]),
+    final(completion=5, choices=[STOP, LENGTH, STOP]),
+]
+
+
+async def test_n_choices_non_streaming(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = THREE_CHOICES
+    response = await bridge.post(URL, json=body(n=3, seed=5))
+    assert response.status == 200
+    data = await response.json()
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in data["choices"]] == [
+        (0, "Red.", "stop"),
+        (1, "Blue", "length"),
+        (2, "Green!", "stop"),
+    ]
+    assert data["usage"]["completion_tokens"] == 5
+    sent = core.inference.requests[0]
+    assert (sent.sampling.n, sent.sampling.seed) == (3, 5)
+
+
+async def test_n_choices_stream(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = THREE_CHOICES
+    response = await bridge.post(
+        URL, json=body(n=3, stream=True, stream_options={"include_usage": True})
+    )
+    events = sse_events(await response.text())
+    assert events[-1] == "[DONE]"
+    *choice_chunks, usage_chunk = events[:-1]
+    by_index: dict[int, list[Any]] = {}
+    for c in choice_chunks:
+        (choice,) = c["choices"]
+        by_index.setdefault(choice["index"], []).append((choice["delta"], choice["finish_reason"]))
+    assert by_index == {
+        0: [(ROLE, None), ({"content": "Red"}, None), ({"content": "."}, None), ({}, "stop")],
+        1: [(ROLE, None), ({"content": "Blue"}, None), ({}, "length")],
+        2: [(ROLE, None), ({"content": "Green"}, None), ({"content": "!"}, None), ({}, "stop")],
+    }
+    assert [c["choices"][0]["finish_reason"] for c in choice_chunks[-3:]] == [
+        "stop",
+        "length",
+        "stop",
+    ]
+    assert all(c["usage"] is None for c in choice_chunks)
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    ("headers", "session"),
+    [({}, ""), ({"x-session-affinity": "conv-1"}, "conv-1"), ({"X-SESSION-AFFINITY": "c2"}, "c2")],
+)
+async def test_session_header_is_sent_as_session_id(
+    bridge: TestClient, core: FakeCore, headers: dict[str, str], session: str
+) -> None:
+    response = await bridge.post(URL, json=body(user="end-user-7"), headers=headers)
+    assert response.status == 200
+    assert core.inference.requests[0].session_id == session
+
+
+async def test_session_header_over_128_characters_is_400(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    response = await bridge.post(
+        URL, json=body(stream=True), headers={"x-session-affinity": "s" * 129}
+    )
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["param"] == "x-session-affinity"
+    assert "at most 128" in error["message"]
+    assert core.inference.requests == []
+
+
+async def test_session_header_that_is_not_utf8_is_400(bridge: TestClient, core: FakeCore) -> None:
+    """aiohttp keeps undecodable header bytes as surrogates, which protobuf cannot encode."""
+    payload = json.dumps(body()).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nx-session-affinity: conv-\xff\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    raw = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, answer = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(answer)["error"]["param"] == "x-session-affinity"
+    assert core.inference.requests == []

@@ -12,6 +12,7 @@ from tests.bridge.conftest import (
     FakeCore,
     chunk,
     final,
+    interleaved,
     rpc_error,
     sse_events,
 )
@@ -94,3 +95,59 @@ async def test_zero_token_stream_still_has_a_finish_chunk(
     assert len(events) == 2
     assert events[0]["choices"][0]["finish_reason"] == "stop"
     assert events[1] == "[DONE]"
+
+
+TWO_CHOICES = [
+    *interleaved(["A", "B"], ["C"]),
+    final(
+        completion=3, choices=[inference_pb2.FINISH_REASON_LENGTH, inference_pb2.FINISH_REASON_STOP]
+    ),
+]
+
+
+async def test_n_choices_with_session(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = TWO_CHOICES
+    response = await bridge.post(
+        URL,
+        json={"model": MODEL_ID, "prompt": "x", "n": 2},
+        headers={"X-Session-Affinity": "agent-42"},
+    )
+    assert response.status == 200
+    data = await response.json()
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in data["choices"]] == [
+        (0, "AB", "length"),
+        (1, "C", "stop"),
+    ]
+    sent = core.inference.requests[0]
+    assert (sent.sampling.n, sent.session_id) == (2, "agent-42")
+
+
+async def test_n_choices_stream(bridge: TestClient, core: FakeCore) -> None:
+    core.inference.script = TWO_CHOICES
+    response = await bridge.post(
+        URL, json={"model": MODEL_ID, "prompt": "x", "n": 2, "stream": True}
+    )
+    events = sse_events(await response.text())
+    shapes = [
+        (e["choices"][0]["index"], e["choices"][0]["text"], e["choices"][0]["finish_reason"])
+        for e in events[:-1]
+    ]
+    assert shapes == [
+        (0, "A", None),
+        (1, "C", None),
+        (0, "B", None),
+        (0, "", "length"),
+        (1, "", "stop"),
+    ]
+    assert events[-1] == "[DONE]"
+
+
+async def test_session_header_over_128_characters_is_400(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    response = await bridge.post(
+        URL, json={"model": MODEL_ID, "prompt": "x"}, headers={"x-session-affinity": "s" * 200}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["param"] == "x-session-affinity"
+    assert core.inference.requests == []

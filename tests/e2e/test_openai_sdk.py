@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 
 import openai
@@ -173,4 +174,5 @@ def test_every_sampling_parameter_is_accepted_and_used(client: openai.OpenAI) ->
     )
     assert tuned.choices[0].message.content
     assert tuned.choices[0].message.content != plain.choices[0].message.content
-    assert "," not in (tuned.choices[0].message.content or "")  # token 28 is "," and was banned
+    # Token 28 is a bare "," and was banned; merged tokens such as ")," may still carry one.
+    assert not re.search(r"[A-Za-z0-9],", tuned.choices[0].message.content or "")

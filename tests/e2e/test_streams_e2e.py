@@ -96,4 +96,6 @@ def test_eight_concurrent_streams_complete_without_cross_talk(
 
 
 def _common_chars(a: str, b: str) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )

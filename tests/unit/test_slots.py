@@ -107,3 +107,24 @@ def test_top_logprobs_are_log_softmax_of_the_k_best() -> None:
     assert [t.token for t in top] == [1, 3]
     assert [t.logprob for t in top] == pytest.approx([expected[1], expected[3]], rel=1e-6)
     assert len(top_logprobs(logits, 10)) == 4 and top_logprobs(logits, 0) == ()
+
+
+def test_a_new_conversation_takes_an_empty_slot_rather_than_destroy_another() -> None:
+    # Slot 0 holds a 60-token conversation whose first 3 tokens (a template opening) the new
+    # prompt shares: taking it would destroy 57 tokens; the empty slot can copy the 3.
+    table = slots(list(range(60)), [])
+    assert choose_slot(table, [0, 1, 2, 99, 98]) is table[1]
+
+
+def test_a_continuation_may_drop_a_little_of_the_slot() -> None:
+    # A re-tokenized last reply: 10 of 100 cached tokens differ.
+    table = slots([*range(90), *([7] * 10)], [])
+    assert choose_slot(table, [*range(90), 5, 6]) is table[0]
+
+
+def test_another_sessions_slot_is_never_continued_while_another_is_free() -> None:
+    table = slots([1, 2, 3], [])
+    table[0].session = "a"
+    assert choose_slot(table, [1, 2, 3, 4], session="b") is table[1]
+    assert choose_slot(table, [1, 2, 3, 4], session="a") is table[0]
+    assert choose_slot(table, [1, 2, 3, 4]) is table[0]  # no session named: it continues
