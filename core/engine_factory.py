@@ -84,18 +84,27 @@ class EngineFactory:
     def estimate_bytes(self, spec: ModelSpec, header: HeaderInfo) -> int:
         """Weights, the shared f16 KV cache of every slot (GQA-aware), and the prompt cache."""
         meta = header.metadata
-        arch = meta.architecture
-        heads = _int(header.scalars.get(f"{arch}.attention.head_count"))
-        kv_heads = _int(header.scalars.get(f"{arch}.attention.head_count_kv")) or heads
-        kv_width = meta.embedding_length * kv_heads // heads if heads else meta.embedding_length
         cells = self.sizing(spec, header).kv_cache_tokens
-        kv_bytes = 2 * 2 * meta.layer_count * cells * kv_width
+        kv_bytes = 2 * meta.layer_count * cells * _kv_width(header)  # f16
         return meta.file_size_bytes + kv_bytes + self.prompt_cache_bytes
 
     async def load(self, spec: ModelSpec, header: HeaderInfo, progress: ProgressSink) -> Engine:
         loader = LOADERS[spec.format]  # the manager checked servable() first
         sizing = self.sizing(spec, header)
         return await asyncio.to_thread(loader, spec, sizing, self, progress)
+
+
+def _kv_width(header: HeaderInfo) -> int:
+    """Keys plus values per token and layer: KV heads x (key + value length) when known."""
+    meta, scalars = header.metadata, header.scalars
+    arch = meta.architecture
+    heads = _int(scalars.get(f"{arch}.attention.head_count"))
+    if not heads:
+        return 2 * meta.embedding_length
+    kv_heads = _int(scalars.get(f"{arch}.attention.head_count_kv")) or heads
+    key = _int(scalars.get(f"{arch}.attention.key_length")) or meta.embedding_length // heads
+    value = _int(scalars.get(f"{arch}.attention.value_length")) or key
+    return kv_heads * (key + value)
 
 
 def _int(value: object) -> int:

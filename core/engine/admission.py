@@ -39,7 +39,7 @@ class SlotTable:
             return False
         for slot in extra:
             self._empty(slot)
-        job.cached = self._reuse(primary, job.prompt)
+        job.cached = self._whole_window(primary, self._reuse(primary, job.prompt))
         job.n_past = job.cached
         job.slots = [primary, *extra]
         for slot in job.slots:
@@ -55,6 +55,8 @@ class SlotTable:
         limit = len(prompt) - 1
         own = min(common_prefix(slot.tokens, prompt), limit)
         donor, shared = best_donor(self.slots, prompt, slot)
+        if not self._ctx.partial_copies and shared < len(donor.tokens):
+            shared = 0  # recurrent state: only a whole sequence can be copied
         shared = min(shared, limit)
         entry, saved = self.cache.best(prompt)
         saved = min(saved, limit)
@@ -66,10 +68,31 @@ class SlotTable:
             self._ctx.seq_cp(donor.seq_id, slot.seq_id, 0, shared)
             slot.tokens = list(prompt[:shared])
             return shared
-        if entry is not None and self._ctx.restore_seq(slot.seq_id, entry.state):
+        if entry is not None and self._restore(slot, entry.state):
             slot.tokens = list(entry.tokens)
             self._truncate(slot, saved)
             return len(slot.tokens)
+        return 0
+
+    def _restore(self, slot: Slot, state: bytes) -> bool:
+        """Load a saved prefix; when idle slots' caches fill the KV, move them out first."""
+        if self._ctx.restore_seq(slot.seq_id, state):
+            return True
+        if not self.free_idle(keep=slot):
+            return False
+        return self._ctx.restore_seq(slot.seq_id, state)
+
+    def _whole_window(self, slot: Slot, keep: int) -> int:
+        """Sliding-window layers drop positions older than n_swa: a prefix whose window is gone
+        cannot be continued (llama-server makes the same check), so it is evaluated again."""
+        if not keep or self._ctx.n_swa <= 0:
+            return keep
+        pos_min = self._ctx.pos_min(slot.seq_id)
+        if 0 <= pos_min <= max(0, keep - self._ctx.n_swa):
+            return keep
+        log.debug("slot %d: sliding window incomplete, prompt evaluated again", slot.seq_id)
+        self._ctx.seq_rm(slot.seq_id, 0, -1)
+        slot.tokens = []
         return 0
 
     def _truncate(self, slot: Slot, keep: int) -> None:
@@ -90,6 +113,8 @@ class SlotTable:
         """Copy the slot's KV to host RAM when much of it is about to be dropped."""
         if len(slot.tokens) - keep < MIN_SAVE_TOKENS or not self.cache.wants(slot.tokens):
             return
+        if self._ctx.state_size(slot.seq_id) > self.cache.capacity_bytes:
+            return  # would be refused: don't copy it first
         self.cache.put(slot.tokens, self._ctx.save_seq(slot.seq_id))
         log.debug("saved %d tokens of slot %d to the prompt cache", len(slot.tokens), slot.seq_id)
 
@@ -107,17 +132,11 @@ class SlotTable:
             slot.session = job.request.session
             slot.last_used = now
 
-    def drop(self, job: Job) -> None:
-        """Forget the job's KV entirely (after a failed decode its cache is not trustworthy)."""
-        for slot in job.slots:
-            self._ctx.seq_rm(slot.seq_id, 0, -1)
-            slot.tokens = []
-
-    def free_idle(self) -> bool:
+    def free_idle(self, keep: Slot | None = None) -> bool:
         """Empty every idle slot's cache (saving it to host RAM first); True if any held tokens."""
         freed = False
         for slot in self.slots:
-            if not slot.busy and slot.tokens:
+            if not slot.busy and slot.tokens and slot is not keep:
                 self._empty(slot)
                 freed = True
         return freed

@@ -27,6 +27,13 @@ class BatchContext:
         )
         self.kv_cells = int(llama_cpp.llama_n_ctx(self._ctx))
         self._mem = llama_cpp.llama_get_memory(self._ctx)
+        # Sliding-window layers keep only the last n_swa positions of a sequence (0: none).
+        self.n_swa = int(llama_cpp.llama_model_n_swa(model.model))
+        # Recurrent state cannot be cut at a position: seq_cp copies a whole sequence's state.
+        self.partial_copies = not (
+            llama_cpp.llama_model_is_recurrent(model.model)
+            or llama_cpp.llama_model_is_hybrid(model.model)
+        )
         self._batch: llama_cpp.llama_batch | None = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._batch.n_tokens = 0
 
@@ -85,17 +92,25 @@ class BatchContext:
         """Let `dst` share `src`'s cells for positions [p0, p1): no copy in a unified KV."""
         llama_cpp.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
 
+    def pos_min(self, seq: int) -> int:
+        """The smallest position a sequence holds in every layer (-1: none)."""
+        return int(llama_cpp.llama_memory_seq_pos_min(self._mem, seq))
+
+    def state_size(self, seq: int) -> int:
+        return int(llama_cpp.llama_state_seq_get_size(self.ctx, seq))
+
     def save_seq(self, seq: int) -> bytes:
         """A sequence's KV state, to restore later with restore_seq."""
-        size = int(llama_cpp.llama_state_seq_get_size(self.ctx, seq))
+        size = self.state_size(seq)
         buf = (ctypes.c_uint8 * size)()
         written = int(llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, seq))
-        return bytes(buf)[:written]
+        return ctypes.string_at(buf, written)
 
     def restore_seq(self, seq: int, data: bytes) -> bool:
         """Load a saved state into an emptied sequence; False when the KV cache has no room."""
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        return int(llama_cpp.llama_state_seq_set_data(self.ctx, buf, len(data), seq)) > 0
+        # llama.cpp only reads the buffer: pass the bytes object's own memory, no copy.
+        src = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
+        return int(llama_cpp.llama_state_seq_set_data(self.ctx, src, len(data), seq)) > 0
 
     def close(self) -> None:
         if self._batch is not None:

@@ -98,7 +98,10 @@ class LlamaEngine:
         def put(item: GenerationEvent | _Failed) -> None:  # called on the step thread
             if isinstance(item, GenerationResult):
                 self._finished(item)
-            loop.call_soon_threadsafe(events.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody listens any more
+                job.cancelled.set()
 
         job = Job(request, emit=put, fail=lambda exc: put(_Failed(exc)))
         if self._aborted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import llama_cpp
 
@@ -15,18 +15,27 @@ PENALTY_LAST_N = 64
 
 
 def new_chain(
-    n_vocab: int, sampling: Sampling, seed: int | None, history: Sequence[int]
+    n_vocab: int,
+    sampling: Sampling,
+    seed: int | None,
+    history: Sequence[int],
+    generated_max: int,
+    grammar: llama_cpp.llama_sampler_p | None = None,
 ) -> llama_cpp.llama_sampler_p:
     """A sampler chain for one sequence; the caller frees it with llama_sampler_free.
 
     The repeat penalty sees the end of the prompt (`history`), as in llama.cpp; presence and
-    frequency penalties count generated tokens only, as OpenAI defines them, so they live in a
-    separate, unprimed stage.
+    frequency penalties count every generated token (`generated_max` of them at most) and no
+    prompt token, as OpenAI defines them, so they live in a separate, unprimed stage. A grammar
+    stage, when given, constrains the candidates before anything else.
     """
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     try:
-        for stage in _stages(n_vocab, sampling, seed, history):
-            llama_cpp.llama_sampler_chain_add(chain, stage)  # the chain owns it from here
+        if grammar is not None:
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
+        # Each stage is owned by the chain as soon as it is made: an error frees what exists.
+        for stage in _stages(n_vocab, sampling, seed, history, generated_max):
+            llama_cpp.llama_sampler_chain_add(chain, stage)
     except BaseException:
         llama_cpp.llama_sampler_free(chain)
         raise
@@ -34,35 +43,30 @@ def new_chain(
 
 
 def _stages(
-    n_vocab: int, s: Sampling, seed: int | None, history: Sequence[int]
-) -> list[llama_cpp.llama_sampler_p]:
-    stages = []
+    n_vocab: int, s: Sampling, seed: int | None, history: Sequence[int], generated_max: int
+) -> Iterator[llama_cpp.llama_sampler_p]:
     if s.logit_bias:
-        stages.append(_logit_bias(n_vocab, s.logit_bias))
+        yield _logit_bias(n_vocab, s.logit_bias)
     if s.repeat_penalty != 1.0:
         repeat = llama_cpp.llama_sampler_init_penalties(
             n_vocab, PENALTY_LAST_N, s.repeat_penalty, 0.0, 0.0
         )
         for token in history[-PENALTY_LAST_N:]:
             llama_cpp.llama_sampler_accept(repeat, token)
-        stages.append(repeat)
+        yield repeat
     if (s.frequency_penalty, s.presence_penalty) != (0.0, 0.0):
-        stages.append(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab, PENALTY_LAST_N, 1.0, s.frequency_penalty, s.presence_penalty
-            )
+        yield llama_cpp.llama_sampler_init_penalties(
+            n_vocab, max(generated_max, 1), 1.0, s.frequency_penalty, s.presence_penalty
         )
     if s.temperature <= 0.0:
-        return [*stages, llama_cpp.llama_sampler_init_greedy()]
+        yield llama_cpp.llama_sampler_init_greedy()
+        return
     if s.top_k > 0:
-        stages.append(llama_cpp.llama_sampler_init_top_k(s.top_k))
-    return [
-        *stages,
-        llama_cpp.llama_sampler_init_top_p(s.top_p, 1),
-        llama_cpp.llama_sampler_init_min_p(s.min_p, 1),
-        llama_cpp.llama_sampler_init_temp(s.temperature),
-        llama_cpp.llama_sampler_init_dist(seed if seed is not None else secrets.randbits(32)),
-    ]
+        yield llama_cpp.llama_sampler_init_top_k(s.top_k)
+    yield llama_cpp.llama_sampler_init_top_p(s.top_p, 1)
+    yield llama_cpp.llama_sampler_init_min_p(s.min_p, 1)
+    yield llama_cpp.llama_sampler_init_temp(s.temperature)
+    yield llama_cpp.llama_sampler_init_dist(seed if seed is not None else secrets.randbits(32))
 
 
 def _logit_bias(n_vocab: int, bias: dict[int, float]) -> llama_cpp.llama_sampler_p:

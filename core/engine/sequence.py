@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from core.engine.types import (
     TokenChunk,
 )
 from core.engine.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 # Thread-safe callbacks into the request's asyncio stream.
 Emit = Callable[[GenerationEvent], None]
@@ -50,12 +53,13 @@ class Clock:
     prompt_done: float = 0.0
     first_token: float = 0.0
 
-    def timings(self, evaluated: int, generated: int) -> Timings:
+    def timings(self, evaluated: int, generated: int, choices: int = 1) -> Timings:
         end = time.perf_counter()
         started = self.started or end
         prompt_s = (self.prompt_done or started) - started
         decode_s = end - self.first_token if self.first_token else 0.0
-        after_first = max(generated - 1, 0)
+        # Each choice's first token comes from the prompt's logits, not from a decode step.
+        after_first = max(generated - choices, 0)
         return Timings(
             queue_ms=_ms(started - self.arrived),
             time_to_first_token_ms=_ms(self.first_token - self.arrived) if self.first_token else 0.0,
@@ -101,7 +105,7 @@ class Choice:
             return
         self.generated += 1
         result = self._stops.feed(self._decoder.decode(vocab.piece(token)))
-        self.job.emit(TokenChunk(result.emit, (token,), self.index))
+        self.job.send(TokenChunk(result.emit, (token,), self.index))
         if result.matched is not None:
             self.finish(FinishReason.STOP, result.matched)
         elif self.generated >= self.job.request.max_tokens:
@@ -115,7 +119,7 @@ class Choice:
         if reason is not FinishReason.CANCELLED and not matched:
             tail = self._stops.feed(self._decoder.decode(b"", final=True)).emit + self._stops.flush()
             if tail:
-                self.job.emit(TokenChunk(tail, (), self.index))
+                self.job.send(TokenChunk(tail, (), self.index))
         self.pending = None
         self.end = ChoiceEnd(self.index, reason, self.generated, matched)
         self.free_chain()
@@ -148,6 +152,21 @@ class Job:
     def prompt(self) -> tuple[int, ...]:
         return self.request.prompt
 
+    def send(self, event: GenerationEvent) -> None:
+        """Hand an event to the request's stream; a broken stream cancels this job only."""
+        try:
+            self.emit(event)
+        except Exception:
+            log.exception("a generation stream failed to take an event; dropping its request")
+            self.cancelled.set()
+
+    def send_error(self, error: BaseException) -> None:
+        try:
+            self.fail(error)
+        except Exception:
+            log.exception("a generation stream failed to take its error")
+            self.cancelled.set()
+
     @property
     def live(self) -> list[Choice]:
         return [c for c in self.choices if c.end is None]
@@ -155,7 +174,9 @@ class Job:
     def result(self) -> GenerationResult:
         ends = tuple(
             c.end or ChoiceEnd(c.index, FinishReason.CANCELLED, c.generated) for c in self.choices
-        ) or (ChoiceEnd(0, FinishReason.CANCELLED, 0),)
+        ) or tuple(  # ended before its prompt was read: every choice was cancelled
+            ChoiceEnd(i, FinishReason.CANCELLED, 0) for i in range(self.request.n)
+        )
         generated = sum(e.completion_tokens for e in ends)
-        timings = self.clock.timings(self.n_past - self.cached, generated)
+        timings = self.clock.timings(self.n_past - self.cached, generated, len(ends))
         return GenerationResult.of_choices(ends, len(self.prompt), self.cached, timings)

@@ -20,7 +20,7 @@ from core.engine.prompt_cache import PromptCache
 from core.engine.samplers import new_chain
 from core.engine.sequence import Choice, Job, JobState
 from core.engine.types import EngineStats, FinishReason
-from core.errors import Overloaded
+from core.errors import InvalidRequest, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class StepLoop:
         self._running: list[Job] = []
         self._admitted = 0  # guarded by _cv: submitted and not yet finished
         self._closed = False
+        self._kv_pressure = False  # a request went back to the queue for want of KV room
+        self._seq_cap = opts.context_size
         self._prefill_tokens = 0
         self._decode_tokens = 0
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
@@ -71,7 +73,15 @@ class StepLoop:
         return len(self._table.slots)
 
     def submit(self, job: Job) -> None:
-        """Queue a request or raise Overloaded at once."""
+        """Queue a request or raise at once (Overloaded, or InvalidRequest for what can never run)."""
+        request = job.request
+        if not request.prompt or not 1 <= request.n <= self.slots:
+            raise InvalidRequest(f"{request.n} choices on {self.slots} slots", param="sampling.n")
+        if len(request.prompt) + request.max_tokens > self._seq_cap:
+            raise InvalidRequest(
+                f"prompt + max_tokens exceed the sequence capacity of {self._seq_cap}",
+                param="sampling.max_tokens",
+            )
         with self._cv:
             if self._closed:
                 raise Overloaded(f"model {self._name!r} is unloading; retry")
@@ -119,6 +129,7 @@ class StepLoop:
                 for job in list(self._running):
                     self._end(job, error=exc)
                 self._table.reset()
+                self._kv_pressure = False
 
     def _next_work(self) -> bool:
         """Wait until there is something to do; False once closed and drained."""
@@ -135,6 +146,9 @@ class StepLoop:
                 self._waiting.remove(job)
         for job in gone:
             self._finish_unstarted(job)
+        if self._kv_pressure and self._running:
+            return  # the KV cache was full: wait until a running request ends
+        self._kv_pressure = False
         while True:
             with self._cv:
                 if not self._waiting or self._table.idle < self._waiting[0].request.n:
@@ -145,7 +159,7 @@ class StepLoop:
             except Exception as exc:
                 log.exception("model %s: admission failed", self._name)
                 self._forget(job)
-                job.fail(exc)
+                job.send_error(exc)
                 continue
             if not placed:
                 with self._cv:
@@ -161,7 +175,7 @@ class StepLoop:
     def _finish_unstarted(self, job: Job) -> None:
         job.state = JobState.DONE
         self._forget(job)
-        job.emit(job.result())
+        job.send(job.result())
 
     def _step(self) -> None:
         for job in [j for j in self._running if j.cancelled.is_set()]:
@@ -191,7 +205,7 @@ class StepLoop:
             if plan.prefill_tokens > MIN_CHUNK:
                 budget = len(plan.decoding) + plan.prefill_tokens // 2
                 continue
-            self._fail_newest()
+            self._relieve_kv()
 
     def _fill(self, budget: int) -> _Plan:
         ctx, plan = self._ctx, _Plan()
@@ -204,8 +218,10 @@ class StepLoop:
                         ctx.add(choice.pending, len(slot.tokens), slot.seq_id, True)
                         plan.decoding.append(choice)
         room = budget - len(plan.decoding)
-        for job in self._running:
-            if job.state is JobState.PREFILL and room > 0:
+        # Shortest remaining prompt first: a short request never waits behind a long prompt.
+        prefilling = [j for j in self._running if j.state is JobState.PREFILL]
+        for job in sorted(prefilling, key=lambda j: len(j.prompt) - j.n_past):
+            if room > 0:
                 chunk = job.prompt[job.n_past : job.n_past + room]
                 last = job.n_past + len(chunk) == len(job.prompt)
                 seq = job.slots[0].seq_id
@@ -230,15 +246,24 @@ class StepLoop:
             if job.n_past == len(job.prompt):
                 job.clock.prompt_done = time.perf_counter()
                 self._table.fork(job)
-                job.choices = [self._choice(job, i) for i in range(job.request.n)]
+                job.choices = self._choices(job)
                 job.state = JobState.DECODING
 
-    def _choice(self, job: Job, index: int) -> Choice:
-        sampling = job.request.sampling
-        chain = new_chain(
-            self._vocab.n_vocab, sampling, sampling.seed_for(index), job.prompt
-        )
-        return Choice(index, job.slots[index], chain, job)
+    def _choices(self, job: Job) -> list[Choice]:
+        """One Choice per slot of the job, each with its own sampler chain (seed + index)."""
+        request, choices = job.request, []
+        try:
+            for index, slot in enumerate(job.slots):
+                seed = request.sampling.seed_for(index)
+                chain = new_chain(
+                    self._vocab.n_vocab, request.sampling, seed, job.prompt, request.max_tokens
+                )
+                choices.append(Choice(index, slot, chain, job))
+        except BaseException:
+            for choice in choices:
+                choice.free_chain()
+            raise
+        return choices
 
     def _sample(self, plan: _Plan) -> None:
         batch_index = self._batch_indices(plan)
@@ -262,7 +287,17 @@ class StepLoop:
                 found.update({id(c): at for c in job.choices})
         return found
 
-    def _fail_newest(self) -> None:
+    def _relieve_kv(self) -> None:
+        """The KV cache is full even without idle caches and with the smallest prompt chunk.
+
+        A request still reading its prompt has sent nothing yet: it goes back to the head of the
+        queue (what it evaluated stays cached for its return) and admission pauses until a
+        running request ends. Only when every request is generating does the newest one fail.
+        """
+        prefilling = [j for j in self._running if j.state is JobState.PREFILL]
+        if prefilling and len(self._running) > 1:
+            self._requeue(prefilling[-1])
+            return
         job = self._running[-1]
         needed = len(job.prompt) + job.request.max_tokens
         self._end(
@@ -272,7 +307,14 @@ class StepLoop:
                 f"with other requests; this one needs up to {needed}; retry later"
             ),
         )
-        self._table.drop(job)
+
+    def _requeue(self, job: Job) -> None:
+        self._running.remove(job)
+        self._table.release(job)
+        job.state, job.slots = JobState.WAITING, []
+        self._kv_pressure = True
+        with self._cv:
+            self._waiting.appendleft(job)
 
     def _end(self, job: Job, error: BaseException | None = None) -> None:
         """Finish a running job: its result (or error) goes out, its slots are free again."""
@@ -281,11 +323,12 @@ class StepLoop:
         job.state = JobState.DONE
         self._running.remove(job)
         self._table.release(job)
+        self._kv_pressure = False
         self._forget(job)  # before the result goes out: a caller seeing it sees us idle
         if error is not None:
-            job.fail(error)
+            job.send_error(error)
         else:
-            job.emit(job.result())
+            job.send(job.result())
 
     def _forget(self, job: Job) -> None:
         with self._cv:

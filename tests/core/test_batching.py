@@ -245,3 +245,38 @@ async def test_embeddings_do_not_wait_behind_generation(client: Client) -> None:
     assert not task.done(), "the embedding waited for the 300-token generation"
     _, final = await task
     assert final.usage.completion_tokens == 300
+
+
+async def test_a_short_prompt_is_not_stuck_behind_a_long_one(client: Client) -> None:
+    """Prompt chunks go to the request with the least prompt left: the short one answers first."""
+    firsts: list[str] = []
+
+    async def first_token(name: str, request: pb.GenerateRequest) -> None:
+        async for message in client.inference.Generate(request):
+            if message.WhichOneof("event") == "chunk":
+                firsts.append(name)
+                break
+
+    long = asyncio.ensure_future(first_token("long", greedy("word " * 1800, 2)))
+    await asyncio.sleep(0.05)
+    short = asyncio.ensure_future(first_token("short", greedy("1, 2, 3,", 2)))
+    await asyncio.gather(long, short)
+    assert firsts == ["short", "long"]
+
+
+async def test_a_prompt_without_kv_room_waits_instead_of_failing(tight: Client) -> None:
+    """While it is still reading its prompt a request has sent nothing: it goes back to the
+    queue until the running one ends, rather than failing."""
+    older = tight.inference.Generate(greedy("1, 2, 3,", 240, logit_bias=NO_EOG))
+    older_task = asyncio.ensure_future(collect(older))
+    for _ in range(600):  # wait until the older one holds ~170 of the 256 cells
+        await asyncio.sleep(0.02)
+        engine = tight.core.manager._slots[M].engine
+        if engine is not None and engine.stats().decode_tokens >= 160:
+            break
+    newer = greedy(" ".join(f"item {i}," for i in range(40)), 20, logit_bias=NO_EOG)
+    chunks, final = await collect(tight.inference.Generate(newer))
+    _, older_final = await older_task
+    assert older_final.usage.completion_tokens == 240
+    assert final.usage.completion_tokens == 20 and len(chunks) >= 1
+    assert final.timings.queue_ms > 0

@@ -1,0 +1,118 @@
+"""The engine's KV bookkeeping on real models, below gRPC: sliding windows, broken streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from core.engine.llama_backend import LoadOptions, init_backend
+from core.engine.llama_engine import LlamaEngine
+from core.engine.sampling import Sampling
+from core.engine.sequence import Job
+from core.engine.types import GenerationRequest, GenerationResult, TokenChunk
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SHIPS = [f"Ship {i} arrived at dock {i % 7} carrying {i * 3} crates of apples." for i in range(60)]
+HARBOUR = "The following is the log of the harbour office. "
+QUESTION = "\nQuestion: which dock did ship 12 arrive at? Answer:"
+
+
+async def load(path: Path, **options: object) -> LlamaEngine:
+    init_backend()
+    opts = LoadOptions(path=path, threads=2, n_gpu_layers=0, **options)  # type: ignore[arg-type]
+    return await asyncio.to_thread(LlamaEngine.load, path.stem, opts, 8)
+
+
+async def greedy(engine: LlamaEngine, text: str, max_tokens: int) -> tuple[str, GenerationResult]:
+    tokens = await engine.tokenizer.tokenize(text, True, False)
+    request = GenerationRequest(
+        tuple(tokens), Sampling(temperature=0.0), max_tokens, time.perf_counter()
+    )
+    out, result = "", None
+    async for event in engine.generate(request):
+        if isinstance(event, TokenChunk):
+            out += event.text
+        else:
+            result = event
+    assert result is not None
+    return out, result
+
+
+GEMMA_OPTIONS = {"context_size": 2048, "slots": 2, "kv_tokens": 4096, "batch_size": 256}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gemma(extra_model_path: Path) -> AsyncIterator[LlamaEngine]:
+    """Gemma 3 keeps only the last 512 positions in its sliding-window layers."""
+    engine = await load(extra_model_path, **GEMMA_OPTIONS)
+    yield engine
+    await engine.close()
+
+
+async def test_a_prefix_whose_sliding_window_is_gone_is_evaluated_again(
+    gemma: LlamaEngine, extra_model_path: Path
+) -> None:
+    """A's window cells are reused by later prompts once they fall out of its window; a request
+    sharing A's first 500 tokens must not continue from their full-attention cells alone."""
+    recipes = "Recipes. " + " ".join(
+        f"Step {i}: stir {i} times, add {i % 5} spoons." for i in range(50)
+    )
+    trains = "Trains. " + " ".join(
+        f"Train {i} leaves platform {i % 9} at {i % 24}:{i % 60:02d} for town {i * 7}."
+        for i in range(95)
+    )
+    for text in (recipes, HARBOUR + " ".join(SHIPS), trains):
+        await greedy(gemma, text, 4)
+    question = HARBOUR + " ".join(SHIPS[:30]) + QUESTION
+    warm, _ = await greedy(gemma, question, 16)
+    fresh = await load(extra_model_path, **GEMMA_OPTIONS)
+    try:
+        cold, _ = await greedy(fresh, question, 16)
+    finally:
+        await fresh.close()
+    assert warm == cold
+
+
+async def test_a_continued_conversation_keeps_its_window(gemma: LlamaEngine) -> None:
+    first = HARBOUR + " ".join(SHIPS)
+    reply, _ = await greedy(gemma, first, 4)
+    _, result = await greedy(gemma, first + reply + QUESTION, 4)
+    assert result.cached_tokens >= result.prompt_tokens - 20
+
+
+async def test_a_stream_that_breaks_cancels_only_its_own_request(default_model_path: Path) -> None:
+    engine = await load(default_model_path, context_size=512, slots=4)
+    try:
+        good = asyncio.ensure_future(greedy(engine, "1, 2, 3, 4,", 24))
+        events: list[object] = []
+
+        def broken(event: object) -> None:
+            events.append(event)
+            raise RuntimeError("this stream is gone")
+
+        tokens = await engine.tokenizer.tokenize("a, b, c,", True, False)
+        request = GenerationRequest(
+            tuple(tokens), Sampling(temperature=0.0), 200, time.perf_counter()
+        )
+        job = Job(request, emit=broken, fail=broken)
+        engine._steps.submit(job)
+        text, result = await good
+        assert text.startswith(" 5, 6") and result.completion_tokens == 24
+        # Dropped after its first event: the only other one is its (cancelled) end.
+        assert job.cancelled.is_set() and isinstance(events[0], TokenChunk)
+        assert [type(e) for e in events[1:]] == [GenerationResult]
+        after, _ = await greedy(engine, "x, y,", 3)  # the step thread still serves
+        assert after
+        for _ in range(200):
+            if not engine.busy:
+                break
+            await asyncio.sleep(0.01)
+        assert not engine.busy
+    finally:
+        await engine.close()

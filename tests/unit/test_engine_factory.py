@@ -1,0 +1,41 @@
+"""Engine sizing from settings and headers: per-sequence context, slots, KV pool, memory estimate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.engine_factory import EngineFactory, Sizing
+from core.metadata.gguf_reader import read_gguf
+from core.metadata.types import ModelFormat
+from core.registry import ModelSpec
+
+MB = 2**20
+
+
+def spec(path: Path, **fields: object) -> ModelSpec:
+    base = {"context_size": None, "threads": 2, "n_gpu_layers": 0}
+    return ModelSpec(id="m", path=path, format=ModelFormat.GGUF, **{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_sizing_defaults_follow_the_context(default_model_path: Path) -> None:
+    header = read_gguf(default_model_path)
+    factory = EngineFactory(default_context_size=2048, queue_size=4)
+    assert factory.sizing(spec(default_model_path), header) == Sizing(2048, 8, 8192)
+    pinned = factory.sizing(spec(default_model_path, slots=2, kv_cache_tokens=100), header)
+    assert pinned == Sizing(2048, 2, 2048)  # the pool holds at least one whole sequence
+
+
+def test_estimate_counts_weights_every_slots_kv_and_the_prompt_cache(
+    default_model_path: Path, extra_model_path: Path
+) -> None:
+    factory = EngineFactory(default_context_size=2048, queue_size=4, prompt_cache_bytes=64 * MB)
+    smol = read_gguf(default_model_path)
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64 (keys and values), f16, 8192 shared cells.
+    kv = 2 * 30 * 8192 * 3 * (64 + 64)
+    expected = smol.metadata.file_size_bytes + kv + 64 * MB
+    assert factory.estimate_bytes(spec(default_model_path), smol) == expected
+    # Gemma 3 270M: 18 layers, 1 KV head of 256 (head size from key_length, not 640 / 4).
+    gemma = read_gguf(extra_model_path)
+    kv = 2 * 18 * 8192 * 1 * (256 + 256)
+    expected = gemma.metadata.file_size_bytes + kv + 64 * MB
+    assert factory.estimate_bytes(spec(extra_model_path), gemma) == expected
