@@ -19,6 +19,10 @@ class Vocab:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.bos_text = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_text = self._special_text(llama_cpp.llama_vocab_eos(self._vocab))
+        # Per-token answers the step loop asks for every token: each ctypes call releases and
+        # retakes the GIL, which the event loop thread may hold; a dict lookup does not.
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
@@ -34,6 +38,12 @@ class Vocab:
         raise InvalidRequest("the text could not be tokenized", param="text")
 
     def piece(self, token: int) -> bytes:
+        found = self._pieces.get(token)
+        if found is None:
+            found = self._pieces[token] = self._piece(token)
+        return found
+
+    def _piece(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
         if n < 0:
@@ -55,7 +65,10 @@ class Vocab:
         raise InvalidRequest("the token ids could not be detokenized", param="token_ids")
 
     def is_eog(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        found = self._eog.get(token)
+        if found is None:
+            found = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return found
 
     def _special_text(self, token: int) -> str:
         if token < 0 or token >= self.n_vocab:
