@@ -24,6 +24,13 @@ def test_common_prefix(a: list[int], b: list[int], n: int) -> None:
     assert common_prefix(a, b) == n
 
 
+@pytest.mark.parametrize("split", [0, 1, 255, 256, 257, 511, 512, 700, 999])
+def test_common_prefix_across_blocks(split: int) -> None:
+    long = list(range(1000))
+    assert common_prefix(long, [*long[:split], -1, *long[split + 1 :]]) == split
+    assert common_prefix(long, long[:split]) == split
+
+
 def slots(*contents: list[int], busy: tuple[int, ...] = ()) -> list[Slot]:
     return [
         Slot(i, list(tokens), busy=i in busy, last_used=float(i))
