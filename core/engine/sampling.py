@@ -10,6 +10,8 @@ from core.errors import InvalidRequest
 MAX_STOPS = 16
 # Most completions one request may ask for (each takes a slot).
 MAX_CHOICES = 16
+# Most alternatives reported per generated token (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
 MAX_STOP_CHARS = 256
 LOGIT_BIAS_LIMIT = 100.0
 # llama.cpp's LLAMA_DEFAULT_SEED: a seed value that means "random" rather than itself.
@@ -36,6 +38,9 @@ class Sampling:
     logit_bias: dict[int, float] = field(default_factory=dict)
     # Completions from the one prompt.
     n: int = 1
+    # Report each generated token's log-probability, and this many top alternatives.
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @property
     def greedy(self) -> bool:

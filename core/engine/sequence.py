@@ -8,11 +8,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 
-from core.engine.logprobs import TokenLogprob, top_logprobs
+from core.engine.logprobs import SampledLogprob, sampled_logprob
 from core.engine.slots import Slot
 from core.engine.stop import StopMatcher
 from core.engine.types import (
@@ -77,7 +79,7 @@ class Choice:
     """One completion being generated in one slot.
 
     Hooks for constrained and inspected sampling: `chain` may start with a grammar stage, and
-    `logprobs` > 0 records the top alternatives from the raw logits before each sample.
+    score() reads the raw logits of a sampled position when logprobs were asked for.
     """
 
     def __init__(self, index: int, slot: Slot, chain: llama_cpp.llama_sampler_p, job: Job) -> None:
@@ -85,27 +87,33 @@ class Choice:
         self.slot = slot
         self.chain: llama_cpp.llama_sampler_p | None = chain
         self.job = job
-        self.logprobs = 0
-        self.last_logprobs: tuple[TokenLogprob, ...] = ()
         self.generated = 0
         self.pending: int | None = None  # sampled, not yet decoded into the KV cache
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._stops = StopMatcher(job.request.sampling.stop)
         self.end: ChoiceEnd | None = None
 
-    def observe(self, logits: object) -> None:
-        """Before sampling: record the top alternatives when logprobs were asked for."""
-        if self.logprobs:
-            self.last_logprobs = top_logprobs(logits, self.logprobs)  # type: ignore[arg-type]
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.job.request.sampling.logprobs
 
-    def accept(self, token: int, vocab: Vocab) -> None:
+    def score(self, logits: npt.NDArray[np.float32], token: int, vocab: Vocab) -> SampledLogprob:
+        """The sampled token's log-probability and its rivals, with their pieces."""
+        found = sampled_logprob(logits, token, self.job.request.sampling.top_logprobs)
+        return SampledLogprob(
+            replace(found.token, piece=vocab.piece(token)),
+            tuple(replace(t, piece=vocab.piece(t.token)) for t in found.top),
+        )
+
+    def accept(self, token: int, vocab: Vocab, logprob: SampledLogprob | None = None) -> None:
         """Take a sampled token: end on EOG, a stop string or max_tokens, else emit its text."""
         if vocab.is_eog(token):
             self.finish(FinishReason.STOP)
             return
         self.generated += 1
         result = self._stops.feed(self._decoder.decode(vocab.piece(token)))
-        self.job.send(TokenChunk(result.emit, (token,), self.index))
+        scored = (logprob,) if logprob is not None else ()
+        self.job.send(TokenChunk(result.emit, (token,), self.index, scored))
         if result.matched is not None:
             self.finish(FinishReason.STOP, result.matched)
         elif self.generated >= self.job.request.max_tokens:

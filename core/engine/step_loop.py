@@ -272,11 +272,16 @@ class StepLoop:
                 i = batch_index.get(id(choice))
                 if i is None:
                     continue
-                choice.observe(self._ctx.logits(i) if choice.logprobs else None)
                 token = self._ctx.sample(choice.chain, i)
                 if not job.clock.first_token:
                     job.clock.first_token = time.perf_counter()
-                choice.accept(token, self._vocab)
+                # Sampling reads the logits without changing them: they are still the model's.
+                scored = (
+                    choice.score(self._ctx.logits(i), token, self._vocab)
+                    if choice.wants_logprobs
+                    else None
+                )
+                choice.accept(token, self._vocab, scored)
 
     def _batch_indices(self, plan: _Plan) -> dict[int, int]:
         """Where each choice samples this step: its decoded token, or its prompt's last token."""

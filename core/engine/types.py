@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from core.engine.logprobs import SampledLogprob
 from core.engine.sampling import Sampling
 
 
@@ -35,6 +36,8 @@ class TokenChunk:
     token_ids: tuple[int, ...]
     # The choice this text belongs to.
     index: int = 0
+    # With sampling.logprobs: one per token id.
+    logprobs: tuple[SampledLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from minerva.v1 import inference_pb2, models_pb2
 
 from core.chat.types import ChatMessage
+from core.engine.logprobs import SampledLogprob, TokenLogprob
 from core.engine.types import ChoiceEnd, FinishReason, GenerationResult, LoadProgress, TokenChunk
 from core.metadata.types import ModelFormat, ModelMetadata
 
@@ -56,7 +57,26 @@ def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:
 
 def chunk_fields(chunk: TokenChunk, fingerprint: str = "") -> inference_pb2.GenerationChunk:
     return inference_pb2.GenerationChunk(
-        text=chunk.text, token_ids=chunk.token_ids, fingerprint=fingerprint, index=chunk.index
+        text=chunk.text,
+        token_ids=chunk.token_ids,
+        fingerprint=fingerprint,
+        index=chunk.index,
+        logprobs=[sampled_logprob_to_pb(s) for s in chunk.logprobs],
+    )
+
+
+def sampled_logprob_to_pb(scored: SampledLogprob) -> inference_pb2.SampledLogprob:
+    return inference_pb2.SampledLogprob(
+        token=token_logprob_to_pb(scored.token), top=[token_logprob_to_pb(t) for t in scored.top]
+    )
+
+
+def token_logprob_to_pb(token: TokenLogprob) -> inference_pb2.TokenLogprob:
+    return inference_pb2.TokenLogprob(
+        token_id=token.token,
+        text=token.piece.decode("utf-8", "replace"),
+        piece=token.piece,
+        logprob=token.logprob,
     )
 
 

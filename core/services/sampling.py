@@ -14,6 +14,7 @@ from core.engine.sampling import (
     MAX_CHOICES,
     MAX_STOP_CHARS,
     MAX_STOPS,
+    MAX_TOP_LOGPROBS,
     RANDOM_SEED_SENTINEL,
     Sampling,
 )
@@ -46,6 +47,9 @@ def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
         values["max_tokens"] = _checked_max_tokens(p.max_tokens)
     if p.HasField("n"):
         values["n"] = _checked_n(p.n)
+    values["logprobs"] = p.logprobs
+    if p.HasField("top_logprobs"):
+        values["top_logprobs"] = _checked_top_logprobs(p.top_logprobs, p.logprobs)
     values["stop"] = _checked_stops(p.stop)
     values["logit_bias"] = _checked_logit_bias(p.logit_bias)
     return Sampling(**values)
@@ -93,6 +97,19 @@ def _checked_n(value: int) -> int:
     if not 1 <= value <= MAX_CHOICES:
         raise InvalidRequest(
             f"sampling.n must be 1..{MAX_CHOICES}, got {value}", param="sampling.n"
+        )
+    return value
+
+
+def _checked_top_logprobs(value: int, logprobs: bool) -> int:
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"sampling.top_logprobs must be 0..{MAX_TOP_LOGPROBS}, got {value}",
+            param="sampling.top_logprobs",
+        )
+    if value and not logprobs:
+        raise InvalidRequest(
+            "sampling.top_logprobs needs sampling.logprobs = true", param="sampling.top_logprobs"
         )
     return value
 

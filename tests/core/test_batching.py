@@ -221,8 +221,6 @@ async def test_n_three_gives_three_distinct_completions_from_one_prompt(client: 
     assert final.usage.completion_tokens == sum(c.completion_tokens for c in final.choices)
     tokens = await client.inference.Tokenize(pb.TokenizeRequest(model_id=M, text=request.text))
     assert final.usage.prompt_tokens == len(tokens.token_ids)  # evaluated once, counted once
-    again, _ = await collect(client.inference.Generate(request))
-    assert ["".join(c.text for c in again if c.index == i) for i in range(3)] == texts
 
 
 async def test_presence_and_frequency_penalties_leave_the_first_token(client: Client) -> None:
@@ -280,3 +278,23 @@ async def test_a_prompt_without_kv_room_waits_instead_of_failing(tight: Client) 
     assert older_final.usage.completion_tokens == 240
     assert final.usage.completion_tokens == 20 and len(chunks) >= 1
     assert final.timings.queue_ms > 0
+
+
+async def test_logprobs_score_every_generated_token_against_the_raw_logits(client: Client) -> None:
+    request = greedy("1, 2, 3, 4,", 8, logprobs=True, top_logprobs=3)
+    chunks, final = await collect(client.inference.Generate(request))
+    scored = [(c, s) for c in chunks for s in c.logprobs]
+    assert len(scored) == final.usage.completion_tokens == 8
+    for chunk, s in scored:
+        assert len(chunk.logprobs) == len(chunk.token_ids)
+        assert s.token.logprob <= 0.0
+        assert [t.logprob for t in s.top] == sorted((t.logprob for t in s.top), reverse=True)
+        assert len(s.top) == 3
+        # Greedy with no bias or penalty takes the model's most likely token.
+        assert s.token.token_id == s.top[0].token_id
+        assert s.token.logprob == pytest.approx(s.top[0].logprob)
+    ids = [s.token.token_id for _, s in scored]
+    assert ids == [t for c in chunks for t in c.token_ids]
+    assert b"".join(s.token.piece for _, s in scored).decode() == text_of(chunks)
+    plain, _ = await collect(client.inference.Generate(greedy("1, 2, 3, 4,", 8)))
+    assert not any(c.logprobs for c in plain)

@@ -31,6 +31,8 @@ GENERATE_CASES = [
     ("n_zero", pb.SamplingParams(n=0), "sampling.n"),
     ("n_too_many", pb.SamplingParams(n=17), "sampling.n"),
     ("n_beyond_slots", pb.SamplingParams(n=9), "sampling.n"),
+    ("top_logprobs", pb.SamplingParams(logprobs=True, top_logprobs=21), "sampling.top_logprobs"),
+    ("top_without_logprobs", pb.SamplingParams(top_logprobs=2), "sampling.top_logprobs"),
 ]
 
 

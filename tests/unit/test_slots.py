@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.engine.logprobs import top_logprobs
+from core.engine.logprobs import sampled_logprob, top_logprobs
 from core.engine.prompt_cache import PromptCache
 from core.engine.slots import (
     Slot,
@@ -135,3 +135,13 @@ def test_another_sessions_slot_is_never_continued_while_another_is_free() -> Non
     assert choose_slot(table, [1, 2, 3, 4], session="b") is table[1]
     assert choose_slot(table, [1, 2, 3, 4], session="a") is table[0]
     assert choose_slot(table, [1, 2, 3, 4]) is table[0]  # no session named: it continues
+
+
+def test_sampled_logprob_scores_the_token_even_outside_the_top() -> None:
+    logits = np.array([0.0, 3.0, 1.0, 2.0], dtype=np.float32)
+    scored = sampled_logprob(logits, 0, 2)
+    norm = np.log(np.exp(logits.astype(np.float64)).sum())
+    assert scored.token.token == 0
+    assert scored.token.logprob == pytest.approx(-norm, rel=1e-6)
+    assert [t.token for t in scored.top] == [1, 3]
+    assert sampled_logprob(logits, 1, 0).top == ()
