@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 from minerva.v1 import inference_pb2
 
+from rest_bridge import logprobs as lp
 from rest_bridge import translate
 from rest_bridge.app_keys import CLIENT
 from rest_bridge.generation import StreamChunks, respond
@@ -25,10 +26,14 @@ class ChatChunks(StreamChunks):
     def opening(self, index: int) -> list[dict[str, Any]]:
         return [self._delta(index, {"role": "assistant", "content": ""})]
 
+    def text(self, index: int, text: str, picked: lp.SampledLogprobs) -> dict[str, Any]:
+        # With logprobs, a piece may be empty: its tokens' text is still held back.
+        shown = lp.chat(picked) if self.logprobs else None
+        return self._delta(index, {"content": text}, logprobs=shown)
+
     def chunk(
         self, index: int, text: str, finish: str | None = None, fingerprint: str | None = None
     ) -> dict[str, Any]:
-        # Text pieces are never empty: an empty one is the finish chunk's empty delta.
         return self._delta(index, {"content": text} if text else {}, finish, fingerprint)
 
     def _delta(
@@ -37,6 +42,7 @@ class ChatChunks(StreamChunks):
         delta: dict[str, Any],
         finish: str | None = None,
         fingerprint: str | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         return translate.chat_chunk(
             self.ids,
@@ -45,6 +51,7 @@ class ChatChunks(StreamChunks):
             finish=finish,
             fingerprint=fingerprint or self.fingerprint,
             with_usage_field=self.include_usage,
+            logprobs=logprobs,
         )
 
 
@@ -53,10 +60,14 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     client = request.app[CLIENT]
     ids = translate.ResponseIds.new("chatcmpl", pb_request.model_id, time.time())
     call = client.inference.Chat(pb_request, metadata=client.metadata)
-    builder = ChatChunks(ids, mode.include_usage)
+    builder = ChatChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
-    def whole(texts: Mapping[int, str], final: inference_pb2.GenerationFinal) -> dict[str, Any]:
-        return translate.chat_completion(ids, texts, final)
+    def whole(
+        texts: Mapping[int, str],
+        final: inference_pb2.GenerationFinal,
+        picked: translate.PickedLogprobs,
+    ) -> dict[str, Any]:
+        return translate.chat_completion(ids, texts, final, picked)
 
     return await respond(request, call, mode, builder, whole, client.address, "messages")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
 from minerva.v1 import inference_pb2
 
+from rest_bridge import logprobs as lp
 from rest_bridge import translate
 from rest_bridge.app_keys import CLIENT
 from rest_bridge.generation import StreamChunks, respond
@@ -22,8 +23,24 @@ class CompletionChunks(StreamChunks):
 
     CHUNK_OBJECT: ClassVar[str] = "text_completion"
 
+    # Characters of each choice's tokens sent so far, where the next text_offset starts; the
+    # one piece of state that outlives a chunk, so it lives with this answer's builder.
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    def text(self, index: int, text: str, picked: lp.SampledLogprobs) -> dict[str, Any]:
+        if not self.logprobs:
+            return self.chunk(index, text)
+        start = self.offsets.get(index, 0)
+        self.offsets[index] = start + lp.text_length(picked)
+        return self.chunk(index, text, logprobs=lp.completion(picked, start))
+
     def chunk(
-        self, index: int, text: str, finish: str | None = None, fingerprint: str | None = None
+        self,
+        index: int,
+        text: str,
+        finish: str | None = None,
+        fingerprint: str | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         return translate.completion_chunk(
             self.ids,
@@ -32,6 +49,7 @@ class CompletionChunks(StreamChunks):
             finish=finish,
             fingerprint=fingerprint or self.fingerprint,
             with_usage_field=self.include_usage,
+            logprobs=logprobs,
         )
 
 
@@ -42,10 +60,14 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     client = request.app[CLIENT]
     ids = translate.ResponseIds.new("cmpl", pb_request.model_id, time.time())
     call = client.inference.Generate(pb_request, metadata=client.metadata)
-    builder = CompletionChunks(ids, mode.include_usage)
+    builder = CompletionChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
-    def whole(texts: Mapping[int, str], final: inference_pb2.GenerationFinal) -> dict[str, Any]:
-        return translate.completion(ids, texts, final)
+    def whole(
+        texts: Mapping[int, str],
+        final: inference_pb2.GenerationFinal,
+        picked: translate.PickedLogprobs,
+    ) -> dict[str, Any]:
+        return translate.completion(ids, texts, final, picked)
 
     return await respond(request, call, mode, builder, whole, client.address, "prompt")
 

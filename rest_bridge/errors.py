@@ -61,6 +61,8 @@ _PARAM_NAMES = {
     "inputs": "input",
     "session_id": "x-session-affinity",
 }
+# Legacy /v1/completions (its input is "prompt") takes the count of rivals as `logprobs`.
+_COMPLETION_SAMPLING_NAMES = {"top_logprobs": "logprobs"}
 
 
 class ApiError(Exception):
@@ -112,7 +114,8 @@ def openai_param(core_param: str | None, *, input_name: str = "prompt") -> str |
     if not core_param:
         return None
     if core_param.startswith("sampling."):
-        return core_param.removeprefix("sampling.")
+        name = core_param.removeprefix("sampling.")
+        return _COMPLETION_SAMPLING_NAMES.get(name, name) if input_name == "prompt" else name
     name = _PARAM_NAMES.get(core_param, core_param)
     return input_name if name in ("prompt", "input") else name
 

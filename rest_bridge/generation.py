@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Self
 from aiohttp import web
 from minerva.v1 import inference_pb2
 
+from rest_bridge import logprobs as lp
 from rest_bridge import sse, translate
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import StreamMode
@@ -26,6 +27,8 @@ class StreamChunks(ABC):
     include_usage: bool
     # The model file's fingerprint, known from the stream's first message on.
     fingerprint: str | None = None
+    # Whether the request asked for logprobs: text chunks then carry their tokens'.
+    logprobs: bool = False
 
     def with_fingerprint(self, fingerprint: str | None) -> Self:
         return replace(self, fingerprint=fingerprint)
@@ -33,8 +36,9 @@ class StreamChunks(ABC):
     def opening(self, index: int) -> list[dict[str, Any]]:
         return []
 
-    def text(self, index: int, text: str) -> dict[str, Any]:
-        return self.chunk(index, text)
+    @abstractmethod
+    def text(self, index: int, text: str, picked: lp.SampledLogprobs) -> dict[str, Any]:
+        """Choice `index`'s piece of text and (when asked for) its tokens' logprobs."""
 
     def closing(self, final: inference_pb2.GenerationFinal) -> list[dict[str, Any]]:
         chunks = [
@@ -73,8 +77,10 @@ def _event_chunks(builder: StreamChunks, event: Any, opened: set[int]) -> list[d
     if kind == "chunk":
         piece = event.chunk
         chunks = _open(builder, piece.index, opened)
-        if piece.text:
-            chunks.append(builder.text(piece.index, piece.text))
+        # Tokens whose text is held back (a partial character, a possible stop) still
+        # bring their logprobs.
+        if piece.text or piece.logprobs:
+            chunks.append(builder.text(piece.index, piece.text, piece.logprobs))
         return chunks
     if kind == "final":
         ends = translate.choice_ends(event.final)
@@ -101,7 +107,10 @@ async def respond(
     call: Any,
     mode: StreamMode,
     builder: StreamChunks,
-    whole: Callable[[Mapping[int, str], inference_pb2.GenerationFinal], dict[str, Any]],
+    whole: Callable[
+        [Mapping[int, str], inference_pb2.GenerationFinal, translate.PickedLogprobs],
+        dict[str, Any],
+    ],
     address: str,
     input_name: str,
 ) -> web.StreamResponse:
@@ -114,6 +123,7 @@ async def respond(
             )
         async with translate_grpc_errors(address, input_name):
             events = [event async for event in call]
-        return web.json_response(whole(*translate.collect(events)))
+        picked = lp.collect(events) if builder.logprobs else None
+        return web.json_response(whole(*translate.collect(events), picked))
     finally:
         call.cancel()

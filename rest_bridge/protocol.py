@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from minerva.v1 import inference_pb2
 
 from rest_bridge.errors import BadRequest
+from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
 
 log = logging.getLogger(__name__)
 
 MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20
+MAX_COMPLETION_LOGPROBS = 5
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
 SEED_MODULUS = 2**32
@@ -73,79 +75,14 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadRequest(f"request body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, got {_type_name(body)}")
+        raise BadRequest(f"request body must be a JSON object, got {type_name(body)}")
     return body
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
 
 
 def log_unknown_fields(body: dict[str, Any], known: Iterable[str], endpoint: str) -> None:
     unknown = sorted(set(body) - set(known))
     if unknown:
         log.debug("%s: ignoring unsupported fields %s", endpoint, ", ".join(unknown))
-
-
-def get_str(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise BadRequest(f"'{key}' is required", key)
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"'{key}' must be a string, got {_type_name(value)}", key)
-    if required and not value:
-        raise BadRequest(f"'{key}' must not be empty", key)
-    return value
-
-
-def get_bool(body: dict[str, Any], key: str) -> bool | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise BadRequest(f"'{key}' must be a boolean, got {_type_name(value)}", key)
-    return value
-
-
-def get_number(
-    body: dict[str, Any], key: str, low: float | None = None, high: float | None = None
-) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadRequest(f"'{key}' must be a number, got {_type_name(value)}", key)
-    _check_range(key, value, low, high)
-    return float(value)
-
-
-def get_int(
-    body: dict[str, Any], key: str, low: int | None = None, high: int | None = None
-) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"'{key}' must be an integer, got {_type_name(value)}", key)
-    _check_range(key, value, low, high)
-    return value
-
-
-def _check_range(key: str, value: float, low: float | None, high: float | None) -> None:
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (
-            f"between {low} and {high}"
-            if low is not None and high is not None
-            else (f">= {low}" if low is not None else f"<= {high}")
-        )
-        raise BadRequest(f"'{key}' must be {bounds}, got {value}", key)
 
 
 def parse_stop(body: dict[str, Any]) -> list[str]:
@@ -195,8 +132,11 @@ def parse_max_tokens(body: dict[str, Any]) -> int | None:
     return newer if newer is not None else older
 
 
-def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
-    """Every sampling field of chat and completions; unset fields stay unset for the core."""
+def parse_sampling(
+    body: dict[str, Any], logprobs: Callable[[dict[str, Any]], inference_pb2.SamplingParams]
+) -> inference_pb2.SamplingParams:
+    """Every sampling field of chat and completions (whose `logprobs` differ); unset fields
+    stay unset for the core."""
     _reject_unsupported(body)
     numbers = {
         "temperature": get_number(body, "temperature", 0, 2),
@@ -225,18 +165,38 @@ def parse_sampling(body: dict[str, Any]) -> inference_pb2.SamplingParams:
     max_tokens = parse_max_tokens(body)
     if max_tokens is not None:
         sampling.max_tokens = max_tokens
+    sampling.MergeFrom(logprobs(body))
     return sampling
 
 
 def _reject_unsupported(body: dict[str, Any]) -> None:
     """Options that would silently change the answer's shape are refused, not ignored."""
-    if body.get("logprobs") not in (None, False, 0):
-        raise BadRequest("logprobs are not supported", "logprobs")
-    if body.get("top_logprobs") not in (None, 0):
-        raise BadRequest("top_logprobs are not supported", "top_logprobs")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
         raise BadRequest('only response_format {"type": "text"} is supported', "response_format")
+
+
+def chat_logprobs(body: dict[str, Any]) -> inference_pb2.SamplingParams:
+    """logprobs: bool, and top_logprobs: 0..20, which needs logprobs true (as OpenAI checks)."""
+    wanted = get_bool(body, "logprobs")
+    top = get_int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top and not wanted:
+        raise BadRequest("'top_logprobs' needs 'logprobs' set to true", "top_logprobs")
+    return _logprobs_params(top or 0) if wanted else inference_pb2.SamplingParams()
+
+
+def completion_logprobs(body: dict[str, Any]) -> inference_pb2.SamplingParams:
+    """The legacy API's logprobs: 0..5 turns them on and counts the rivals; null or false: off."""
+    if body.get("top_logprobs") not in (None, 0):
+        raise BadRequest("'top_logprobs' is for chat; here 'logprobs' is the count", "top_logprobs")
+    if body.get("logprobs") is False:
+        return inference_pb2.SamplingParams()
+    top = get_int(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS)
+    return inference_pb2.SamplingParams() if top is None else _logprobs_params(top)
+
+
+def _logprobs_params(top: int) -> inference_pb2.SamplingParams:
+    return inference_pb2.SamplingParams(logprobs=True, top_logprobs=top)
 
 
 def parse_stream_mode(body: dict[str, Any]) -> StreamMode:
@@ -276,7 +236,7 @@ def message_content(where: str, role: str, content: Any) -> str:
     texts = []
     for part in content:
         if not isinstance(part, dict) or part.get("type") != "text":
-            kind = part.get("type") if isinstance(part, dict) else _type_name(part)
+            kind = part.get("type") if isinstance(part, dict) else type_name(part)
             raise BadRequest(
                 f"{where}.content: only text parts are supported, got {kind!r}", f"{where}.content"
             )
@@ -318,7 +278,7 @@ def chat_request(
     request = inference_pb2.ChatRequest(
         model_id=get_str(body, "model", required=True),
         messages=parse_messages(body),
-        sampling=parse_sampling(body),
+        sampling=parse_sampling(body, chat_logprobs),
         session_id=session,
     )
     return request, parse_stream_mode(body)
@@ -337,7 +297,7 @@ def completion_request(
         raise BadRequest("suffix is not supported", "suffix")
     request = inference_pb2.GenerateRequest(
         model_id=get_str(body, "model", required=True),
-        sampling=parse_sampling(body),
+        sampling=parse_sampling(body, completion_logprobs),
         session_id=session,
     )
     prompt = parse_prompt(body.get("prompt"))

@@ -12,6 +12,8 @@ from typing import Any
 
 from minerva.v1 import inference_pb2, models_pb2
 
+from rest_bridge import logprobs as lp
+
 # CANCELLED means the server cut the answer short (shutdown grace ran out): the text is
 # truncated, so clients are told "length" (as for max_tokens) rather than a natural "stop".
 FINISH_REASONS: dict[int, str] = {
@@ -93,36 +95,59 @@ def _envelope(
     }
 
 
+# Each choice's sampled tokens (logprobs.collect); None when the request did not ask for them.
+PickedLogprobs = Mapping[int, lp.SampledLogprobs] | None
+
+
 def _choices(
     texts: Mapping[int, str],
     final: inference_pb2.GenerationFinal,
     content: Callable[[str], dict[str, Any]],
+    logprobs: Callable[[int], dict[str, Any] | None],
 ) -> list[dict[str, Any]]:
     """One choice per ended index, its text shown by `content`, its own finish reason."""
     return [
         {
             "index": end.index,
             **content(texts.get(end.index, "")),
-            "logprobs": None,
+            "logprobs": logprobs(end.index),
             "finish_reason": finish_reason(end.finish_reason),
         }
         for end in choice_ends(final)
     ]
 
 
+def _per_choice(
+    picked: PickedLogprobs, shape: Callable[[lp.SampledLogprobs], dict[str, Any]]
+) -> Callable[[int], dict[str, Any] | None]:
+    if picked is None:
+        return lambda index: None
+    return lambda index: shape(picked.get(index, ()))
+
+
 def chat_completion(
-    ids: ResponseIds, texts: Mapping[int, str], final: inference_pb2.GenerationFinal
+    ids: ResponseIds,
+    texts: Mapping[int, str],
+    final: inference_pb2.GenerationFinal,
+    picked: PickedLogprobs = None,
 ) -> dict[str, Any]:
     choices = _choices(
-        texts, final, lambda text: {"message": {"role": "assistant", "content": text}}
+        texts,
+        final,
+        lambda text: {"message": {"role": "assistant", "content": text}},
+        _per_choice(picked, lp.chat),
     )
     return _envelope(ids, "chat.completion", final, choices)
 
 
 def completion(
-    ids: ResponseIds, texts: Mapping[int, str], final: inference_pb2.GenerationFinal
+    ids: ResponseIds,
+    texts: Mapping[int, str],
+    final: inference_pb2.GenerationFinal,
+    picked: PickedLogprobs = None,
 ) -> dict[str, Any]:
-    return _envelope(ids, "text_completion", final, _choices(texts, final, lambda t: {"text": t}))
+    choices = _choices(texts, final, lambda t: {"text": t}, _per_choice(picked, lp.completion))
+    return _envelope(ids, "text_completion", final, choices)
 
 
 def _chunk(
@@ -154,8 +179,9 @@ def chat_chunk(
     finish: str | None = None,
     fingerprint: str | None = None,
     with_usage_field: bool = False,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     return _chunk(ids, "chat.completion.chunk", choice, fingerprint, with_usage_field)
 
 
@@ -167,8 +193,9 @@ def completion_chunk(
     finish: str | None = None,
     fingerprint: str | None = None,
     with_usage_field: bool = False,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
     return _chunk(ids, "text_completion", choice, fingerprint, with_usage_field)
 
 

@@ -32,8 +32,31 @@ def rpc_error(
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)
 
 
-def chunk(text: str, *ids: int, index: int = 0) -> inference_pb2.GenerationChunk:
-    return inference_pb2.GenerationChunk(text=text, token_ids=list(ids), index=index)
+def chunk(
+    text: str,
+    *ids: int,
+    index: int = 0,
+    logprobs: Sequence[inference_pb2.SampledLogprob] = (),
+) -> inference_pb2.GenerationChunk:
+    return inference_pb2.GenerationChunk(
+        text=text, token_ids=list(ids), index=index, logprobs=logprobs
+    )
+
+
+def token(text: str, logprob: float, token_id: int = 0) -> inference_pb2.TokenLogprob:
+    """A token as the core reports it; its piece is its text's UTF-8 bytes."""
+    return inference_pb2.TokenLogprob(
+        token_id=token_id, text=text, piece=text.encode(), logprob=logprob
+    )
+
+
+def sampled(
+    text: str, logprob: float, *top: tuple[str, float], token_id: int = 0
+) -> inference_pb2.SampledLogprob:
+    """A sampled token and its rivals, given as (text, logprob) most likely first."""
+    return inference_pb2.SampledLogprob(
+        token=token(text, logprob, token_id), top=[token(t, value) for t, value in top]
+    )
 
 
 def final(
