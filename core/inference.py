@@ -111,6 +111,15 @@ class Inference:
         max_tokens = resolve_max_tokens(
             len(tokens), sampling.max_tokens, engine.sequence_capacity, prompt_param=prompt_param
         )
+        # n choices share the prompt's cells but each needs its own: all must fit the KV cache.
+        room = (engine.kv_capacity - len(tokens)) // sampling.n
+        if room < 1:
+            raise InvalidRequest(
+                f"{sampling.n} choices of this {len(tokens)}-token prompt do not fit the KV "
+                f"cache ({engine.kv_capacity} tokens); ask for fewer",
+                param="sampling.n",
+            )
+        max_tokens = min(max_tokens, room)
         return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived, sampling.n, session)
 
     def fingerprint(self, model_id: str) -> str:

@@ -39,12 +39,14 @@ class SlotTable:
             return False
         for slot in extra:
             self._empty(slot)
-        job.cached = self._whole_window(primary, self._reuse(primary, job.prompt))
-        job.n_past = job.cached
+        reused = self._reuse(primary, job.prompt)
+        job.n_past = reused
+        if not job.requeued:  # back from the queue, it finds what it evaluated itself
+            job.cached = reused
+            self.hit_tokens += reused
         job.slots = [primary, *extra]
         for slot in job.slots:
             slot.busy = True
-        self.hit_tokens += job.cached
         return True
 
     def _reuse(self, slot: Slot, prompt: tuple[int, ...]) -> int:
@@ -55,23 +57,24 @@ class SlotTable:
         limit = len(prompt) - 1
         own = min(common_prefix(slot.tokens, prompt), limit)
         donor, shared = best_donor(self.slots, prompt, slot)
+        shared = min(shared, limit)
         if not self._ctx.partial_copies and shared < len(donor.tokens):
             shared = 0  # recurrent state: only a whole sequence can be copied
-        shared = min(shared, limit)
         entry, saved = self.cache.best(prompt)
         saved = min(saved, limit)
         if own >= shared and own >= saved:
+            held = len(slot.tokens)
             self._truncate(slot, own)
-            return len(slot.tokens)
+            return self._whole_window(slot, len(slot.tokens), held)
         self._empty(slot, keep_hint=prompt)
         if shared >= saved:
             self._ctx.seq_cp(donor.seq_id, slot.seq_id, 0, shared)
             slot.tokens = list(prompt[:shared])
-            return shared
+            return self._whole_window(slot, shared, len(donor.tokens))
         if entry is not None and self._restore(slot, entry.state):
             slot.tokens = list(entry.tokens)
             self._truncate(slot, saved)
-            return len(slot.tokens)
+            return self._whole_window(slot, len(slot.tokens), len(entry.tokens))
         return 0
 
     def _restore(self, slot: Slot, state: bytes) -> bool:
@@ -82,10 +85,11 @@ class SlotTable:
             return False
         return self._ctx.restore_seq(slot.seq_id, state)
 
-    def _whole_window(self, slot: Slot, keep: int) -> int:
-        """Sliding-window layers drop positions older than n_swa: a prefix whose window is gone
-        cannot be continued (llama-server makes the same check), so it is evaluated again."""
-        if not keep or self._ctx.n_swa <= 0:
+    def _whole_window(self, slot: Slot, keep: int, held: int) -> int:
+        """Sliding-window layers drop positions older than n_swa: a prefix cut from a longer
+        sequence (`held` tokens) may have lost its window, and is then evaluated again. A whole
+        sequence still holds the window it needs to continue (llama-server checks the same)."""
+        if not keep or keep >= held or self._ctx.n_swa <= 0:
             return keep
         pos_min = self._ctx.pos_min(slot.seq_id)
         if 0 <= pos_min <= max(0, keep - self._ctx.n_swa):

@@ -39,6 +39,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def kv_capacity(self) -> int:
+        """Tokens the KV cache holds across all sequences (n choices share their prompt)."""
+        ...
+
+    @property
     def slots(self) -> int:
         """Sequences generated at once; a request with n choices takes n of them."""
         ...

@@ -45,10 +45,6 @@ class BatchContext:
 
     # --- the batch -------------------------------------------------------------------------------
 
-    @property
-    def batch_tokens(self) -> int:
-        return int(self._batch.n_tokens) if self._batch is not None else 0
-
     def clear_batch(self) -> None:
         if self._batch is not None:
             self._batch.n_tokens = 0

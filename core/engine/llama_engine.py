@@ -71,6 +71,10 @@ class LlamaEngine:
         return self._opts.context_size
 
     @property
+    def kv_capacity(self) -> int:
+        return self._steps.kv_cells
+
+    @property
     def slots(self) -> int:
         return self._steps.slots
 

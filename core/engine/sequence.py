@@ -151,6 +151,8 @@ class Job:
     choices: list[Choice] = field(default_factory=list)
     cached: int = 0  # prompt tokens reused from the KV cache
     n_past: int = 0  # prompt tokens in the primary slot's KV so far
+    requeued: bool = False  # sent back to the queue for want of KV room
+    starved_steps: int = 0  # steps in prefill that got no prompt tokens
     clock: Clock = field(init=False)
 
     def __post_init__(self) -> None:

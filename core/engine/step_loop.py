@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Smallest prompt chunk tried when the KV cache is short of room, before failing a request.
 MIN_CHUNK = 16
+# Steps a prefilling request may go without prompt tokens before it is served first.
+STARVED_STEPS = 8
 
 
 @dataclass
@@ -72,6 +74,10 @@ class StepLoop:
     def slots(self) -> int:
         return len(self._table.slots)
 
+    @property
+    def kv_cells(self) -> int:
+        return self._ctx.kv_cells
+
     def submit(self, job: Job) -> None:
         """Queue a request or raise at once (Overloaded, or InvalidRequest for what can never run)."""
         request = job.request
@@ -80,6 +86,11 @@ class StepLoop:
         if len(request.prompt) + request.max_tokens > self._seq_cap:
             raise InvalidRequest(
                 f"prompt + max_tokens exceed the sequence capacity of {self._seq_cap}",
+                param="sampling.max_tokens",
+            )
+        if len(request.prompt) + request.n * request.max_tokens > self.kv_cells:
+            raise InvalidRequest(
+                f"prompt + {request.n} x max_tokens exceed the KV cache ({self.kv_cells})",
                 param="sampling.max_tokens",
             )
         with self._cv:
@@ -146,6 +157,8 @@ class StepLoop:
                 self._waiting.remove(job)
         for job in gone:
             self._finish_unstarted(job)
+        if any(j.requeued for j in gone):
+            self._kv_pressure = False  # the request it was holding back for is gone
         if self._kv_pressure and self._running:
             return  # the KV cache was full: wait until a running request ends
         self._kv_pressure = False
@@ -218,10 +231,14 @@ class StepLoop:
                         ctx.add(choice.pending, len(slot.tokens), slot.seq_id, True)
                         plan.decoding.append(choice)
         room = budget - len(plan.decoding)
-        # Shortest remaining prompt first: a short request never waits behind a long prompt.
+        # Shortest remaining prompt first, so a short request never waits behind a long prompt;
+        # one that went without for STARVED_STEPS goes first, so a long one always finishes.
         prefilling = [j for j in self._running if j.state is JobState.PREFILL]
-        for job in sorted(prefilling, key=lambda j: len(j.prompt) - j.n_past):
-            if room > 0:
+        for job in sorted(prefilling, key=prefill_order):
+            if room <= 0:
+                job.starved_steps += 1
+            else:
+                job.starved_steps = 0
                 chunk = job.prompt[job.n_past : job.n_past + room]
                 last = job.n_past + len(chunk) == len(job.prompt)
                 seq = job.slots[0].seq_id
@@ -316,7 +333,7 @@ class StepLoop:
     def _requeue(self, job: Job) -> None:
         self._running.remove(job)
         self._table.release(job)
-        job.state, job.slots = JobState.WAITING, []
+        job.state, job.slots, job.requeued = JobState.WAITING, [], True
         self._kv_pressure = True
         with self._cv:
             self._waiting.appendleft(job)
@@ -338,3 +355,8 @@ class StepLoop:
     def _forget(self, job: Job) -> None:
         with self._cv:
             self._admitted -= 1
+
+
+def prefill_order(job: Job) -> tuple[bool, int]:
+    """Sort key for prefilling requests: starved ones first, then the least prompt left."""
+    return job.starved_steps < STARVED_STEPS, len(job.prompt) - job.n_past

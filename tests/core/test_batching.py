@@ -298,3 +298,13 @@ async def test_logprobs_score_every_generated_token_against_the_raw_logits(clien
     assert b"".join(s.token.piece for _, s in scored).decode() == text_of(chunks)
     plain, _ = await collect(client.inference.Generate(greedy("1, 2, 3, 4,", 8)))
     assert not any(c.logprobs for c in plain)
+
+
+async def test_n_choices_share_the_kv_cache_and_are_clamped_to_fit(tight: Client) -> None:
+    """Two choices of one prompt in a 256-token KV cache: each gets half of the room left."""
+    request = greedy("1, 2, 3,", 32000, logit_bias=NO_EOG, n=2)
+    chunks, final = await collect(tight.inference.Generate(request))
+    room = (256 - final.usage.prompt_tokens) // 2
+    assert [c.finish_reason for c in final.choices] == [pb.FINISH_REASON_LENGTH] * 2
+    assert [c.completion_tokens for c in final.choices] == [room, room]
+    assert sum(len(c.token_ids) for c in chunks) == 2 * room

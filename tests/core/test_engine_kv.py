@@ -44,7 +44,7 @@ async def greedy(engine: LlamaEngine, text: str, max_tokens: int) -> tuple[str, 
     return out, result
 
 
-GEMMA_OPTIONS = {"context_size": 2048, "slots": 2, "kv_tokens": 4096, "batch_size": 256}
+GEMMA_OPTIONS = {"context_size": 2048, "slots": 2, "kv_tokens": 4096, "batch_size": 512}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -116,3 +116,31 @@ async def test_a_stream_that_breaks_cancels_only_its_own_request(default_model_p
         assert not engine.busy
     finally:
         await engine.close()
+
+
+async def test_a_whole_sequence_keeps_its_window_even_after_others_reused_cells(
+    gemma: LlamaEngine,
+) -> None:
+    """A's cells older than its window may be taken by later prompts; what remains is exactly
+    what continuing A needs, so A's next turn reuses all of it."""
+    vocab = gemma.tokenizer
+    x = (await vocab.tokenize("Alpha beta gamma delta. " * 80, True, False))[:300]
+    a = (await vocab.tokenize("The quick brown fox jumps over the lazy dog. " * 80, True, False))[
+        :700
+    ]
+    lorem = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 60
+    c = (await vocab.tokenize(lorem, True, False))[:600]
+    for prompt in (x, a, c):
+        await greedy_ids(gemma, prompt, 1)
+    more = await vocab.tokenize(" And then the fox slept.", False, False)
+    result = await greedy_ids(gemma, [*a, *more], 1)
+    assert result.cached_tokens == len(a)
+
+
+async def greedy_ids(engine: LlamaEngine, tokens: list[int], max_tokens: int) -> GenerationResult:
+    request = GenerationRequest(
+        tuple(tokens), Sampling(temperature=0.0), max_tokens, time.perf_counter()
+    )
+    events = [event async for event in engine.generate(request)]
+    assert isinstance(events[-1], GenerationResult)
+    return events[-1]

@@ -7,6 +7,8 @@ import pytest
 
 from core.engine.logprobs import sampled_logprob, top_logprobs
 from core.engine.prompt_cache import PromptCache
+from core.engine.sampling import Sampling
+from core.engine.sequence import Job
 from core.engine.slots import (
     Slot,
     best_donor,
@@ -14,6 +16,8 @@ from core.engine.slots import (
     choose_slot,
     common_prefix,
 )
+from core.engine.step_loop import STARVED_STEPS, prefill_order
+from core.engine.types import GenerationRequest
 
 
 @pytest.mark.parametrize(
@@ -145,3 +149,16 @@ def test_sampled_logprob_scores_the_token_even_outside_the_top() -> None:
     assert scored.token.logprob == pytest.approx(-norm, rel=1e-6)
     assert [t.token for t in scored.top] == [1, 3]
     assert sampled_logprob(logits, 1, 0).top == ()
+
+
+def test_prefill_order_shortest_first_unless_starved() -> None:
+    def job(prompt: int, done: int, starved: int = 0) -> Job:
+        request = GenerationRequest(tuple(range(prompt)), Sampling(), 1, 0.0)
+        j = Job(request, emit=lambda _e: None, fail=lambda _e: None)
+        j.n_past, j.starved_steps = done, starved
+        return j
+
+    long, short = job(2000, 100), job(50, 0)
+    assert sorted([long, short], key=prefill_order) == [short, long]
+    long.starved_steps = STARVED_STEPS
+    assert sorted([long, short], key=prefill_order) == [long, short]
