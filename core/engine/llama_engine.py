@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
+from core.engine import grammar
 from core.engine.embedder import Embedder
 from core.engine.llama_backend import LlamaModel, LoadOptions, ProgressSink
 from core.engine.scheduler import SerialScheduler
@@ -108,6 +109,11 @@ class LlamaEngine:
                 job.cancelled.set()
 
         job = Job(request, emit=put, fail=lambda exc: put(_Failed(exc)))
+        sampling = request.sampling
+        if sampling.grammar or sampling.json_schema:
+            job.grammar = await asyncio.to_thread(
+                grammar.resolve, sampling.grammar, sampling.json_schema, self._model.vocab
+            )
         if self._aborted:
             job.cancelled.set()
         self._steps.submit(job)

@@ -41,6 +41,9 @@ class Sampling:
     # Report each generated token's log-probability, and this many top alternatives.
     logprobs: bool = False
     top_logprobs: int = 0
+    # Structured output, at most one: GBNF text, or a JSON Schema as JSON text.
+    grammar: str = ""
+    json_schema: str = ""
 
     @property
     def greedy(self) -> bool:

@@ -152,6 +152,7 @@ class Job:
     cached: int = 0  # prompt tokens reused from the KV cache
     n_past: int = 0  # prompt tokens in the primary slot's KV so far
     requeued: bool = False  # sent back to the queue for want of KV room
+    grammar: str = ""  # the GBNF every choice's sampler chain starts with ("" for none)
     starved_steps: int = 0  # steps in prefill that got no prompt tokens
     clock: Clock = field(init=False)
 

@@ -263,7 +263,12 @@ class StepLoop:
             if job.n_past == len(job.prompt):
                 job.clock.prompt_done = time.perf_counter()
                 self._table.fork(job)
-                job.choices = self._choices(job)
+                try:
+                    job.choices = self._choices(job)
+                except Exception as exc:  # this request's samplers, not everyone's
+                    log.exception("model %s: sampler setup failed", self._name)
+                    self._end(job, error=exc)
+                    continue
                 job.state = JobState.DECODING
 
     def _choices(self, job: Job) -> list[Choice]:
@@ -272,8 +277,16 @@ class StepLoop:
         try:
             for index, slot in enumerate(job.slots):
                 seed = request.sampling.seed_for(index)
+                grammar = self._vocab.grammar_sampler(job.grammar) if job.grammar else None
+                if job.grammar and grammar is None:
+                    raise RuntimeError("a grammar that compiled before no longer does")
                 chain = new_chain(
-                    self._vocab.n_vocab, request.sampling, seed, job.prompt, request.max_tokens
+                    self._vocab.n_vocab,
+                    request.sampling,
+                    seed,
+                    job.prompt,
+                    request.max_tokens,
+                    grammar,
                 )
                 choices.append(Choice(index, slot, chain, job))
         except BaseException:

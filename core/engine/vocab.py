@@ -64,6 +64,17 @@ class Vocab:
             capacity = -n
         raise InvalidRequest("the token ids could not be detokenized", param="token_ids")
 
+    def grammar_sampler(self, grammar: str) -> llama_cpp.llama_sampler_p | None:
+        """A grammar stage for a sampler chain, or None when the grammar does not compile."""
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._vocab, grammar.encode("utf-8"), b"root"
+        )
+        return sampler or None
+
+    @staticmethod
+    def free_sampler(sampler: llama_cpp.llama_sampler_p) -> None:
+        llama_cpp.llama_sampler_free(sampler)
+
     def is_eog(self, token: int) -> bool:
         found = self._eog.get(token)
         if found is None:

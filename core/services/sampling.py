@@ -47,6 +47,9 @@ def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
         values["max_tokens"] = _checked_max_tokens(p.max_tokens)
     if p.HasField("n"):
         values["n"] = _checked_n(p.n)
+    constraint = p.WhichOneof("constraint")
+    if constraint is not None:
+        values[constraint] = getattr(p, constraint)
     values["logprobs"] = p.logprobs
     if p.HasField("top_logprobs"):
         values["top_logprobs"] = _checked_top_logprobs(p.top_logprobs, p.logprobs)
