@@ -61,6 +61,8 @@ _PARAM_NAMES = {
     "inputs": "input",
     "session_id": "x-session-affinity",
 }
+# Sampling fields whose OpenAI names differ on both endpoints.
+_SAMPLING_NAMES = {"json_schema": "response_format"}
 # Legacy /v1/completions (its input is "prompt") takes the count of rivals as `logprobs`.
 _COMPLETION_SAMPLING_NAMES = {"top_logprobs": "logprobs"}
 
@@ -115,6 +117,7 @@ def openai_param(core_param: str | None, *, input_name: str = "prompt") -> str |
         return None
     if core_param.startswith("sampling."):
         name = core_param.removeprefix("sampling.")
+        name = _SAMPLING_NAMES.get(name, name)
         return _COMPLETION_SAMPLING_NAMES.get(name, name) if input_name == "prompt" else name
     name = _PARAM_NAMES.get(core_param, core_param)
     return input_name if name in ("prompt", "input") else name

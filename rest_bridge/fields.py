@@ -17,23 +17,35 @@ def type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def get_str(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = body.get(key)
+def get_str(
+    body: dict[str, Any], key: str, *, required: bool = False, prefix: str = ""
+) -> str | None:
+    """`prefix` names the object that holds `key` in a nested param ("response_format.")."""
+    value, param = body.get(key), prefix + key
     if value is None:
         if required:
-            raise BadRequest(f"'{key}' is required", key)
+            raise BadRequest(f"'{param}' is required", param)
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"'{key}' must be a string, got {type_name(value)}", key)
+        raise BadRequest(f"'{param}' must be a string, got {type_name(value)}", param)
     if required and not value:
-        raise BadRequest(f"'{key}' must not be empty", key)
+        raise BadRequest(f"'{param}' must not be empty", param)
     return value
 
 
-def get_bool(body: dict[str, Any], key: str) -> bool | None:
-    value = body.get(key)
+def get_bool(body: dict[str, Any], key: str, *, prefix: str = "") -> bool | None:
+    value, param = body.get(key), prefix + key
     if value is not None and not isinstance(value, bool):
-        raise BadRequest(f"'{key}' must be a boolean, got {type_name(value)}", key)
+        raise BadRequest(f"'{param}' must be a boolean, got {type_name(value)}", param)
+    return value
+
+
+def require_object(body: dict[str, Any], key: str, *, prefix: str = "") -> dict[str, Any]:
+    value, param = body.get(key), prefix + key
+    if value is None:
+        raise BadRequest(f"'{param}' is required", param)
+    if not isinstance(value, dict):
+        raise BadRequest(f"'{param}' must be an object, got {type_name(value)}", param)
     return value
 
 

@@ -12,6 +12,7 @@ from minerva.v1 import inference_pb2
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
+from rest_bridge.structured import constraint
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ CHAT_ROLES = {
     "tool": "tool",
 }
 
-# Fields accepted on purpose, even when they change nothing (see _reject_unsupported).
+# Fields accepted on purpose, read or harmless to ignore; others are logged at debug.
 _SAMPLING_FIELDS = {
     "temperature",
     "top_p",
@@ -46,6 +47,7 @@ _SAMPLING_FIELDS = {
     "logprobs",
     "top_logprobs",
     "response_format",
+    "grammar",
     "stream",
     "stream_options",
     "user",
@@ -137,7 +139,6 @@ def parse_sampling(
 ) -> inference_pb2.SamplingParams:
     """Every sampling field of chat and completions (whose `logprobs` differ); unset fields
     stay unset for the core."""
-    _reject_unsupported(body)
     numbers = {
         "temperature": get_number(body, "temperature", 0, 2),
         "top_p": get_number(body, "top_p", 0, 1),
@@ -166,14 +167,8 @@ def parse_sampling(
     if max_tokens is not None:
         sampling.max_tokens = max_tokens
     sampling.MergeFrom(logprobs(body))
+    sampling.MergeFrom(constraint(body))
     return sampling
-
-
-def _reject_unsupported(body: dict[str, Any]) -> None:
-    """Options that would silently change the answer's shape are refused, not ignored."""
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise BadRequest('only response_format {"type": "text"} is supported', "response_format")
 
 
 def chat_logprobs(body: dict[str, Any]) -> inference_pb2.SamplingParams:

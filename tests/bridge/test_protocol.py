@@ -106,7 +106,7 @@ BAD_CHAT = [
     (chat(logprobs=True, top_logprobs=21), "top_logprobs"),
     (chat(logprobs=True, top_logprobs=-1), "top_logprobs"),
     (chat(logprobs=True, top_logprobs=1.5), "top_logprobs"),
-    (chat(response_format={"type": "json_object"}), "response_format"),
+    (chat(response_format={"type": "xml"}), "response_format"),
     (chat(stream="yes"), "stream"),
     (chat(stream=True, stream_options="usage"), "stream_options"),
 ]
