@@ -1,0 +1,88 @@
+"""Structured output (response_format, llama.cpp's grammar) through both processes with the SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
+
+from tests.e2e.conftest import MODEL, start_stack
+
+pytestmark = pytest.mark.e2e
+
+PARIS: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France, and how many people live there?"}
+]
+CITY_FORMAT: ResponseFormatJSONSchema = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city",
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "population": {"type": "integer"}},
+            "required": ["name", "population"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[openai.OpenAI]:
+    """Own stack, as test_choices_e2e.py: constrained requests leave nothing in the shared slots."""
+    stack = start_stack(tmp_path_factory.mktemp("structured"), models_dir, [], [], None)
+    yield stack.client()
+    stack.stop()
+
+
+def test_json_schema_answer_has_exactly_its_keys(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=PARIS,
+        response_format=CITY_FORMAT,
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = reply.choices[0]
+    city = json.loads(choice.message.content or "")
+    assert set(city) == {"name", "population"}, city
+    assert isinstance(city["name"], str)
+    assert isinstance(city["population"], int) and not isinstance(city["population"], bool)
+    assert choice.finish_reason == "stop"
+
+
+def test_json_object_answer_is_an_object(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=PARIS,
+        response_format={"type": "json_object"},
+        temperature=0,
+        max_tokens=60,
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
+def test_grammar_limits_a_completion_to_its_words(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model=MODEL,
+        prompt="Is Paris in France? Answer:",
+        temperature=0,
+        max_tokens=8,
+        extra_body={"grammar": 'root ::= " yes" | " no"'},
+    )
+    assert reply.choices[0].text in (" yes", " no")
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_grammar_the_core_cannot_compile_is_400_on_grammar(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(
+            model=MODEL, prompt="Hi", max_tokens=4, extra_body={"grammar": "root ::= ("}
+        )
+    assert caught.value.status_code == 400
+    assert caught.value.body["param"] == "grammar"  # type: ignore[index]
