@@ -80,7 +80,17 @@ def bench_llama_cpp_python(model: Path, threads: int, max_tokens: int, ctx: int)
     return runs[1:]
 
 
-async def bench_grpc(address: str, max_tokens: int) -> list[Run]:
+# Decoding with a JSON Schema grammar and with logprobs, against plain decoding on the same core.
+STORY_SCHEMA = (
+    '{"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}'
+)
+VARIANTS: dict[str, tuple[dict[str, object], float]] = {
+    "json_schema grammar": ({"json_schema": STORY_SCHEMA}, 0.8),
+    "logprobs, top 5": ({"logprobs": True, "top_logprobs": 5}, 0.9),
+}
+
+
+async def bench_grpc(address: str, max_tokens: int, **sampling: object) -> list[Run]:
     runs = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
@@ -88,7 +98,7 @@ async def bench_grpc(address: str, max_tokens: int) -> list[Run]:
             request = pb.GenerateRequest(
                 model_id=MODEL_ID,
                 text=prompt,
-                sampling=pb.SamplingParams(temperature=0.0, max_tokens=max_tokens),
+                sampling=pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **sampling),  # type: ignore[arg-type]
             )
             start = time.perf_counter()
             stamps = []
@@ -148,6 +158,10 @@ def main() -> int:
     proc, address = start_core(args.models_dir, args.threads, args.context_size)
     try:
         via_grpc = summarize(asyncio.run(bench_grpc(address, args.max_tokens)))
+        variants = {
+            name: summarize(asyncio.run(bench_grpc(address, args.max_tokens, **sampling)))
+            for name, (sampling, _) in VARIANTS.items()
+        }
     finally:
         proc.terminate()
         proc.wait(30)
@@ -160,6 +174,14 @@ def main() -> int:
         f"{'time to first token ms':<28}{direct[0]:>18.1f}{via_grpc[0]:>16.1f}{via_grpc[0] / direct[0]:>8.2f}"
     )
     print(f"{'tokens generated':<28}{direct[2]:>18d}{via_grpc[2]:>16d}")
+
+    print(f"\n{'Minerva gRPC decode tok/s':<28}{'with':>10}{'plain':>10}{'ratio':>8}  target")
+    for name, (_, target) in VARIANTS.items():
+        ratio = variants[name][1] / via_grpc[1]
+        verdict = "PASS" if ratio >= target else "MISS"
+        print(
+            f"{name:<28}{variants[name][1]:>10.1f}{via_grpc[1]:>10.1f}{ratio:>8.2f}  >= {target} {verdict}"
+        )
 
     print("\nmetadata (header) reads")
     for name, value in measure(model).items():

@@ -20,19 +20,15 @@ def new_chain(
     seed: int | None,
     history: Sequence[int],
     generated_max: int,
-    grammar: llama_cpp.llama_sampler_p | None = None,
 ) -> llama_cpp.llama_sampler_p:
     """A sampler chain for one sequence; the caller frees it with llama_sampler_free.
 
     The repeat penalty sees the end of the prompt (`history`), as in llama.cpp; presence and
     frequency penalties count every generated token (`generated_max` of them at most) and no
-    prompt token, as OpenAI defines them, so they live in a separate, unprimed stage. A grammar
-    stage, when given, constrains the candidates before anything else.
+    prompt token, as OpenAI defines them, so they live in a separate, unprimed stage.
     """
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     try:
-        if grammar is not None:
-            llama_cpp.llama_sampler_chain_add(chain, grammar)
         # Each stage is owned by the chain as soon as it is made: an error frees what exists.
         for stage in _stages(n_vocab, sampling, seed, history, generated_max):
             llama_cpp.llama_sampler_chain_add(chain, stage)

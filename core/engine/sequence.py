@@ -78,14 +78,23 @@ class Clock:
 class Choice:
     """One completion being generated in one slot.
 
-    Hooks for constrained and inspected sampling: `chain` may start with a grammar stage, and
-    score() reads the raw logits of a sampled position when logprobs were asked for.
+    Constrained and inspected sampling: a `grammar` checks what the chain picks, and score()
+    reads the raw logits of a sampled position when logprobs were asked for.
     """
 
-    def __init__(self, index: int, slot: Slot, chain: llama_cpp.llama_sampler_p, job: Job) -> None:
+    def __init__(
+        self,
+        index: int,
+        slot: Slot,
+        chain: llama_cpp.llama_sampler_p,
+        job: Job,
+        grammar: llama_cpp.llama_sampler_p | None = None,
+    ) -> None:
         self.index = index
         self.slot = slot
         self.chain: llama_cpp.llama_sampler_p | None = chain
+        # Checked after the chain picks a token (see core.engine.constrained).
+        self.grammar = grammar
         self.job = job
         self.generated = 0
         self.pending: int | None = None  # sampled, not yet decoded into the KV cache
@@ -136,6 +145,9 @@ class Choice:
         if self.chain is not None:
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
 
 
 @dataclass(eq=False)

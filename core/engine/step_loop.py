@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from core.engine.admission import SlotTable
 from core.engine.batch_context import DECODE_NO_KV_SLOT, BatchContext
+from core.engine.constrained import Candidates, sample_constrained
 from core.engine.llama_backend import LlamaModel, LoadOptions
 from core.engine.prompt_cache import PromptCache
 from core.engine.samplers import new_chain
@@ -51,6 +52,7 @@ class StepLoop:
         self._vocab = model.vocab
         self._ctx = BatchContext(model, opts.kv_cells, opts.batch_size, opts.slots)
         self._table = SlotTable(self._ctx, opts.slots, PromptCache(opts.prompt_cache_bytes))
+        self._candidates = Candidates(self._vocab.n_vocab)  # for grammar-constrained choices
         self._limit = opts.slots + queue_size  # running plus waiting requests
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
@@ -277,18 +279,14 @@ class StepLoop:
         try:
             for index, slot in enumerate(job.slots):
                 seed = request.sampling.seed_for(index)
-                grammar = self._vocab.grammar_sampler(job.grammar) if job.grammar else None
-                if job.grammar and grammar is None:
-                    raise RuntimeError("a grammar that compiled before no longer does")
                 chain = new_chain(
-                    self._vocab.n_vocab,
-                    request.sampling,
-                    seed,
-                    job.prompt,
-                    request.max_tokens,
-                    grammar,
+                    self._vocab.n_vocab, request.sampling, seed, job.prompt, request.max_tokens
                 )
                 choices.append(Choice(index, slot, chain, job))
+                if job.grammar:
+                    choices[-1].grammar = self._vocab.grammar_sampler(job.grammar)
+                    if choices[-1].grammar is None:
+                        raise RuntimeError("a grammar that compiled before no longer does")
         except BaseException:
             for choice in choices:
                 choice.free_chain()
@@ -302,7 +300,10 @@ class StepLoop:
                 i = batch_index.get(id(choice))
                 if i is None:
                     continue
-                token = self._ctx.sample(choice.chain, i)
+                token = self._pick(choice, i)
+                if token is None:  # the grammar is complete and nothing else may follow
+                    choice.finish(FinishReason.STOP)
+                    continue
                 if not job.clock.first_token:
                     job.clock.first_token = time.perf_counter()
                 # Sampling reads the logits without changing them: they are still the model's.
@@ -312,6 +313,13 @@ class StepLoop:
                     else None
                 )
                 choice.accept(token, self._vocab, scored)
+
+    def _pick(self, choice: Choice, index: int) -> int | None:
+        if choice.grammar is None:
+            return self._ctx.sample(choice.chain, index)
+        return sample_constrained(
+            choice.chain, choice.grammar, self._ctx.logits(index), self._candidates
+        )
 
     def _batch_indices(self, plan: _Plan) -> dict[int, int]:
         """Where each choice samples this step: its decoded token, or its prompt's last token."""

@@ -72,3 +72,15 @@ async def test_a_constraint_that_does_not_compile_is_invalid_argument(
     # The model keeps serving.
     _, final = await collect(client.inference.Chat(chat(max_tokens=2)))
     assert final.usage.completion_tokens >= 1
+
+
+async def test_a_finished_grammar_with_end_of_generation_banned_ends_the_answer(
+    client: Client,
+) -> None:
+    # Once "yes" is out the grammar allows only end-of-generation, which the bias bans: llama.cpp
+    # would abort the process if the grammar were made to accept anything else.
+    request = chat(grammar='root ::= "yes"', logit_bias={0: -100.0, 1: -100.0, 2: -100.0})
+    chunks, final = await collect(client.inference.Chat(request))
+    assert text_of(chunks) == "yes"
+    assert final.finish_reason == pb.FINISH_REASON_STOP
+    assert final.usage.completion_tokens == len([t for c in chunks for t in c.token_ids])
