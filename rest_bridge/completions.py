@@ -13,8 +13,9 @@ from minerva.v1 import inference_pb2
 from rest_bridge import logprobs as lp
 from rest_bridge import translate
 from rest_bridge.app_keys import CLIENT
+from rest_bridge.body import parse_body
 from rest_bridge.generation import StreamChunks, respond
-from rest_bridge.protocol import completion_request, parse_body, session_id
+from rest_bridge.protocol import completion_request, session_id
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from aiohttp import web
 
 from rest_bridge import translate
 from rest_bridge.app_keys import CLIENT
+from rest_bridge.body import parse_body
 from rest_bridge.errors import translate_grpc_errors
-from rest_bridge.protocol import embed_request, parse_body
+from rest_bridge.protocol import embed_request
 
 
 async def create_embeddings(request: web.Request) -> web.Response:

@@ -98,8 +98,10 @@ class ApiError(Exception):
 class BadRequest(ApiError):
     """A request the bridge itself rejects before calling the core (always 400)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(400, message, param=param, code="invalid_value" if param else None)
+    def __init__(self, message: str, param: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(
+            400, message, param=param, code=code or ("invalid_value" if param else None)
+        )
 
 
 def error_body(message: str, type: str, param: str | None, code: str | None) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -12,7 +11,9 @@ from minerva.v1 import inference_pb2
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
+from rest_bridge.seed import INT64_MAX, INT64_MIN, core_seed
 from rest_bridge.structured import constraint
+from rest_bridge.unsupported import KNOWN_FIELDS, refuse_unsupported
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,6 @@ MAX_TOP_LOGPROBS = 20
 MAX_COMPLETION_LOGPROBS = 5
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
-SEED_MODULUS = 2**32
 CHAT_ROLES = {
     "system": "system",
     "developer": "system",
@@ -30,7 +30,7 @@ CHAT_ROLES = {
     "tool": "tool",
 }
 
-# Fields accepted on purpose, read or harmless to ignore; others are logged at debug.
+# Fields read here, or (unsupported.KNOWN_FIELDS) refused or harmless; others are logged at debug.
 _SAMPLING_FIELDS = {
     "temperature",
     "top_p",
@@ -50,10 +50,10 @@ _SAMPLING_FIELDS = {
     "grammar",
     "stream",
     "stream_options",
-    "user",
 }
-CHAT_FIELDS = {"model", "messages", "max_completion_tokens", *_SAMPLING_FIELDS}
-COMPLETION_FIELDS = {"model", "prompt", "echo", "best_of", "suffix", *_SAMPLING_FIELDS}
+_COMMON_FIELDS = {"model", *_SAMPLING_FIELDS, *KNOWN_FIELDS}
+CHAT_FIELDS = {"messages", "max_completion_tokens", *_COMMON_FIELDS}
+COMPLETION_FIELDS = {"prompt", "echo", "best_of", "suffix", *_COMMON_FIELDS}
 EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 ENCODING_FORMATS = ("float", "base64")
 # Coding agents (OpenCode, ...) name the conversation here on every request; OpenAI's `user`
@@ -68,17 +68,6 @@ class StreamMode:
 
     stream: bool = False
     include_usage: bool = False
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The JSON object of a request body."""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadRequest(f"request body is not valid JSON: {error}") from error
-    if not isinstance(body, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type_name(body)}")
-    return body
 
 
 def log_unknown_fields(body: dict[str, Any], known: Iterable[str], endpoint: str) -> None:
@@ -141,6 +130,7 @@ def parse_sampling(
     stay unset for the core."""
     numbers = {
         "temperature": get_number(body, "temperature", 0, 2),
+        # 0 is greedy: llama.cpp's top-p sampler keeps at least the most likely token.
         "top_p": get_number(body, "top_p", 0, 1),
         "min_p": get_number(body, "min_p", 0, 1),
         "repeat_penalty": get_number(body, "repeat_penalty", 0),
@@ -148,7 +138,7 @@ def parse_sampling(
         "frequency_penalty": get_number(body, "frequency_penalty", -2, 2),
     }
     top_k = get_int(body, "top_k", 0, INT32_MAX)
-    seed = get_int(body, "seed")
+    seed = get_int(body, "seed", INT64_MIN, INT64_MAX)
     # The core knows the model's slots, so it checks the upper bound.
     n = get_int(body, "n", 1, UINT32_MAX)
     sampling = inference_pb2.SamplingParams(
@@ -160,7 +150,7 @@ def parse_sampling(
     if top_k is not None:
         sampling.top_k = top_k
     if seed is not None:
-        sampling.seed = seed % SEED_MODULUS
+        sampling.seed = core_seed(seed)
     if n is not None:
         sampling.n = n
     max_tokens = parse_max_tokens(body)
@@ -270,6 +260,7 @@ def chat_request(
 ) -> tuple[inference_pb2.ChatRequest, StreamMode]:
     """POST /v1/chat/completions body (and the session_id() of its headers) -> ChatRequest."""
     log_unknown_fields(body, CHAT_FIELDS, "chat.completions")
+    refuse_unsupported(body)
     request = inference_pb2.ChatRequest(
         model_id=get_str(body, "model", required=True),
         messages=parse_messages(body),
@@ -284,6 +275,7 @@ def completion_request(
 ) -> tuple[inference_pb2.GenerateRequest, StreamMode]:
     """POST /v1/completions body (and its session) -> GenerateRequest (raw prompt, no template)."""
     log_unknown_fields(body, COMPLETION_FIELDS, "completions")
+    refuse_unsupported(body)
     if get_bool(body, "echo"):
         raise BadRequest("echo is not supported", "echo")
     if get_int(body, "best_of") not in (None, 1):

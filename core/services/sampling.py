@@ -84,7 +84,7 @@ def _checked_top_k(value: int) -> int:
 
 def _checked_seed(value: int) -> int:
     # llama.cpp reads 0xFFFFFFFF (LLAMA_DEFAULT_SEED) as "pick a random seed", so a client that
-    # sent it (the bridge maps OpenAI seed=-1 there) would lose reproducibility; use its neighbour.
+    # sent it would lose reproducibility; use its neighbour.
     return RANDOM_SEED_SENTINEL - 1 if value == RANDOM_SEED_SENTINEL else value
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from rest_bridge import protocol
+from rest_bridge.body import parse_body
 from rest_bridge.errors import BadRequest
 
 MODEL = "m"
@@ -34,7 +35,7 @@ def completion(**fields: Any) -> dict[str, Any]:
 )
 def test_parse_body_rejects_non_objects(raw: bytes, fragment: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        protocol.parse_body(raw)
+        parse_body(raw)
     assert fragment in caught.value.message
     assert caught.value.status == 400
 
@@ -210,19 +211,12 @@ def test_unset_sampling_fields_stay_unset_for_the_core_defaults() -> None:
     assert list(request.sampling.stop) == []
 
 
-def test_zero_temperature_is_sent_as_set() -> None:
-    request, _ = protocol.chat_request(chat(temperature=0))
-    assert request.sampling.HasField("temperature")
-    assert request.sampling.temperature == 0.0
-
-
-@pytest.mark.parametrize(
-    ("seed", "sent"),
-    [(0, 0), (42, 42), (2**32 - 1, 2**32 - 1), (2**32 + 5, 5), (-1, 2**32 - 1), (2**70, 0)],
-)
-def test_any_integer_seed_is_sent_modulo_2_to_the_32(seed: int, sent: int) -> None:
-    request, _ = protocol.chat_request(chat(seed=seed))
-    assert request.sampling.seed == sent
+# top_p 0 keeps only the most likely token in llama.cpp's top-p sampler (min_keep 1): greedy.
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_zero_is_sent_as_set(field: str) -> None:
+    request, _ = protocol.chat_request(chat(**{field: 0}))
+    assert request.sampling.HasField(field)
+    assert getattr(request.sampling, field) == 0.0
 
 
 def test_max_completion_tokens_wins_over_max_tokens() -> None:
@@ -281,8 +275,8 @@ def test_stream_mode(fields: dict[str, Any], expected: protocol.StreamMode) -> N
     [
         {"n": 1, "logprobs": False, "top_logprobs": 0, "response_format": {"type": "text"}},
         {
-            "tools": [{"type": "function"}],
-            "tool_choice": "auto",
+            "tools": [],
+            "tool_choice": "none",
             "user": "u1",
             "parallel_tool_calls": False,
             "metadata": {"a": "b"},
@@ -299,8 +293,8 @@ def test_harmless_and_unknown_fields_are_accepted(fields: dict[str, Any]) -> Non
 
 def test_unknown_fields_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="rest_bridge.protocol")
-    protocol.chat_request(chat(tools=[], service_tier="auto"))
-    assert "ignoring unsupported fields service_tier, tools" in caplog.text
+    protocol.chat_request(chat(tools=[], service_tier="auto", future=1, chat_template_kwargs={}))
+    assert "ignoring unsupported fields chat_template_kwargs, future" in caplog.text
 
 
 @pytest.mark.parametrize(
