@@ -51,6 +51,7 @@ class LlamaEngine:
         # The most recent generation's outcome, for logs and tests.
         self.last_result: GenerationResult | None = None
         self._jobs: set[Job] = set()
+        self._compiling = 0  # grammar compiles running in worker threads
         self._aborted = False  # set for good at shutdown: later generations end at once
 
     @classmethod
@@ -90,7 +91,10 @@ class LlamaEngine:
     @property
     def busy(self) -> bool:
         return (
-            self._steps.busy or self._embed_jobs.admitted > 0 or self._tokenizer_jobs.admitted > 0
+            self._steps.busy
+            or self._compiling > 0
+            or self._embed_jobs.admitted > 0
+            or self._tokenizer_jobs.admitted > 0
         )
 
     def stats(self) -> EngineStats:
@@ -111,9 +115,13 @@ class LlamaEngine:
         job = Job(request, emit=put, fail=lambda exc: put(_Failed(exc)))
         sampling = request.sampling
         if sampling.grammar or sampling.json_schema:
-            job.grammar = await asyncio.to_thread(
-                grammar.resolve, sampling.grammar, sampling.json_schema, self._model.vocab
-            )
+            self._compiling += 1  # the model must not be freed under a compile
+            try:
+                job.grammar = await asyncio.to_thread(
+                    grammar.resolve, sampling.grammar, sampling.json_schema, self._model.vocab
+                )
+            finally:
+                self._compiling -= 1
         if self._aborted:
             job.cancelled.set()
         self._steps.submit(job)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 MIN_CHUNK = 16
 # Steps a prefilling request may go without prompt tokens before it is served first.
 STARVED_STEPS = 8
+# Longest a grammar may take to check one token before its request is failed.
+GRAMMAR_STEP_LIMIT_S = 0.25
+
 
 
 @dataclass
@@ -295,12 +298,16 @@ class StepLoop:
 
     def _sample(self, plan: _Plan) -> None:
         batch_index = self._batch_indices(plan)
-        for job in self._running:
+        for job in list(self._running):
             for choice in job.live:
                 i = batch_index.get(id(choice))
                 if i is None:
                     continue
-                token = self._pick(choice, i)
+                try:
+                    token = self._pick(choice, i)
+                except InvalidRequest as exc:  # its grammar is too slow to follow
+                    self._end(job, error=exc)
+                    break
                 if token is None:  # the grammar is complete and nothing else may follow
                     choice.finish(FinishReason.STOP)
                     continue
@@ -317,9 +324,19 @@ class StepLoop:
     def _pick(self, choice: Choice, index: int) -> int | None:
         if choice.grammar is None:
             return self._ctx.sample(choice.chain, index)
-        return sample_constrained(
+        started = time.perf_counter()
+        token = sample_constrained(
             choice.chain, choice.grammar, self._ctx.logits(index), self._candidates
         )
+        # Some grammars cost exponentially more with each token, inside llama.cpp where nothing
+        # can interrupt them; stop following one before it stalls every request on the model.
+        if time.perf_counter() - started > GRAMMAR_STEP_LIMIT_S:
+            raise InvalidRequest(
+                f"sampling.grammar: one token took over {GRAMMAR_STEP_LIMIT_S} s to check; "
+                "simplify the grammar or schema",
+                param="sampling.grammar",
+            )
+        return token
 
     def _batch_indices(self, plan: _Plan) -> dict[int, int]:
         """Where each choice samples this step: its decoded token, or its prompt's last token."""

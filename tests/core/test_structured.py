@@ -61,6 +61,22 @@ async def test_a_gbnf_grammar_is_followed(client: Client) -> None:
         ("grammar", "x" * (64 * 1024 + 1)),
         ("json_schema", "{not json"),
         ("json_schema", "[1, 2]"),
+        # Each of these would crash, hang or exhaust the process inside llama.cpp or the converter.
+        ("grammar", "root ::= " + "(" * 200 + '"x"' + ")" * 200),  # parser stack
+        ("grammar", 'root ::= "a" !<[0]>'),  # token syntax: throws through the C API
+        ("grammar", 'root ::= "a"\0junk'),
+        (
+            "grammar",
+            'root ::= "x"{0,1999} "y"{0,1999} "z"{0,1999} "w"{0,1999} "v"{0,1999} "u"{0,1999}',
+        ),
+        ("grammar", "root ::= " + "a" * 200 + "\n" + "a" * 200 + ' ::= "x"'),
+        ("json_schema", '{"type": "string", "maxLength": 20000}'),
+        ("json_schema", '{"type": "array", "items": {"type": "integer"}, "minItems": 3000000}'),
+        ("json_schema", '{"type": "string", "pattern": "^a{0,100000}$"}'),
+        ("json_schema", '{"$ref": "https://example.invalid/schema.json"}'),
+        ("json_schema", '{"$ref": "#/nope"}'),
+        ("json_schema", '{"type": ["string", 5]}'),
+        ("json_schema", "[" * 5000),
     ],
 )
 async def test_a_constraint_that_does_not_compile_is_invalid_argument(
