@@ -1,4 +1,4 @@
-"""Admission and ordering for one model: one job runs at a time, a bounded number wait."""
+"""One dedicated thread for a model's side jobs (tokenizer, embeddings): bounded, in order."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ T = TypeVar("T")
 class SerialScheduler:
     """Runs blocking jobs on one dedicated thread, in arrival order, refusing past the queue bound.
 
-    A batched engine would replace this with a scheduler that admits several sequences per decode;
-    the Engine interface above it stays the same.
+    Generation does not go through here: the step loop (core.engine.step_loop) batches it.
     """
 
     def __init__(self, name: str, queue_size: int) -> None:
