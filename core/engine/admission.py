@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 # A slot's cache is saved to host RAM before being overwritten when at least this much would go.
 MIN_SAVE_TOKENS = 32
+# A prompt with at least this many tokens to evaluate first moves idle caches to host RAM.
+PARK_BEFORE_PREFILL = 256
 
 
 class SlotTable:
@@ -47,6 +49,8 @@ class SlotTable:
         job.slots = [primary, *extra]
         for slot in job.slots:
             slot.busy = True
+        if len(job.prompt) - reused >= PARK_BEFORE_PREFILL:
+            self._park_idle()
         return True
 
     def _reuse(self, slot: Slot, prompt: tuple[int, ...]) -> int:
@@ -135,6 +139,21 @@ class SlotTable:
             slot.busy = False
             slot.session = job.request.session
             slot.last_used = now
+
+    def _park_idle(self) -> None:
+        """Move idle slots' caches to host RAM, when it can hold them, before a long prefill.
+
+        Idle caches pin cells across the unified KV pool, and attention scans up to the highest
+        cell in use for every query: measured here, a cold 650-token prompt took 30% longer
+        beside them. A returning conversation restores its cache from host RAM in milliseconds.
+        """
+        if self.cache.capacity_bytes <= 0:
+            return
+        for slot in self.slots:
+            if slot.busy or not slot.tokens:
+                continue
+            if self._ctx.state_size(slot.seq_id) <= self.cache.capacity_bytes:
+                self._empty(slot)
 
     def free_idle(self, keep: Slot | None = None) -> bool:
         """Empty every idle slot's cache (saving it to host RAM first); True if any held tokens."""

@@ -144,3 +144,27 @@ async def greedy_ids(engine: LlamaEngine, tokens: list[int], max_tokens: int) ->
     events = [event async for event in engine.generate(request)]
     assert isinstance(events[-1], GenerationResult)
     return events[-1]
+
+
+async def test_a_long_prefill_moves_idle_caches_to_host_ram(default_model_path: Path) -> None:
+    """Idle caches pin cells across the unified pool and slow every query's attention: before a
+    long cold prompt they move to host RAM, from where a returning conversation still resumes."""
+    engine = await load(
+        default_model_path, context_size=1024, slots=4, prompt_cache_bytes=64 * 2**20
+    )
+    try:
+        vocab = engine.tokenizer
+        chat = await vocab.tokenize(" ".join(SHIPS[:8]), True, False)  # ~100 tokens
+        await greedy_ids(engine, chat, 4)
+        table = engine._steps._table
+        assert sum(len(s.tokens) for s in table.slots) > 100
+        long = await vocab.tokenize(HARBOUR + " ".join(SHIPS[8:40]), True, False)
+        assert len(long) > 300
+        await greedy_ids(engine, long, 1)
+        held = sorted(len(s.tokens) for s in table.slots if s.tokens)
+        assert held == [len(long)]  # only the long prompt's own slot still holds cells
+        more = await vocab.tokenize(" Then what?", False, False)
+        result = await greedy_ids(engine, [*chat, *more], 1)
+        assert result.cached_tokens >= len(chat)
+    finally:
+        await engine.close()
