@@ -198,6 +198,18 @@ def client(stack: Stack) -> openai.OpenAI:
     return stack.client()
 
 
+@pytest.fixture(scope="module")
+def own_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[openai.OpenAI]:
+    """A stack of the test module's own, so its requests leave nothing cached for the shared one
+    (the core keeps every conversation's prefix: later answers could depend on earlier tests)."""
+    label = request.module.__name__.rsplit(".", 1)[-1]
+    own = start_stack(tmp_path_factory.mktemp(label), models_dir, [], [], None)
+    yield own.client()
+    own.stop()
+
+
 MakeStack = Callable[..., Stack]
 
 

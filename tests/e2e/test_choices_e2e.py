@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from tests.e2e.conftest import MODEL, start_stack
+from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
 
@@ -18,23 +15,14 @@ QUESTION: list[ChatCompletionMessageParam] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[openai.OpenAI]:
-    """This module's own stack: on the shared one, the slots' KV these tests leave behind was
-    reused by later requests and changed a greedy answer test_openai_sdk.py pins."""
-    stack = start_stack(tmp_path_factory.mktemp("choices"), models_dir, [], [], None)
-    yield stack.client()
-    stack.stop()
-
-
-def _three_choices(client: openai.OpenAI) -> ChatCompletion:
-    return client.chat.completions.create(
+def _three_choices(own_client: openai.OpenAI) -> ChatCompletion:
+    return own_client.chat.completions.create(
         model=MODEL, messages=QUESTION, n=3, temperature=1.0, seed=5, max_tokens=12
     )
 
 
-def test_n_choices_have_their_own_texts(client: openai.OpenAI) -> None:
-    reply = _three_choices(client)
+def test_n_choices_have_their_own_texts(own_client: openai.OpenAI) -> None:
+    reply = _three_choices(own_client)
     assert [choice.index for choice in reply.choices] == [0, 1, 2]
     texts = [choice.message.content for choice in reply.choices]
     assert all(texts) and len(set(texts)) == 3, texts
@@ -43,8 +31,8 @@ def test_n_choices_have_their_own_texts(client: openai.OpenAI) -> None:
     assert 3 <= reply.usage.completion_tokens <= 3 * 12
 
 
-def test_n_choices_stream_each_index_to_its_finish(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
+def test_n_choices_stream_each_index_to_its_finish(own_client: openai.OpenAI) -> None:
+    stream = own_client.chat.completions.create(
         model=MODEL,
         messages=QUESTION,
         n=3,
@@ -65,22 +53,22 @@ def test_n_choices_stream_each_index_to_its_finish(client: openai.OpenAI) -> Non
     for reasons in finishes.values():
         assert reasons[-1] in ("stop", "length")
         assert all(reason is None for reason in reasons[:-1])
-    whole = _three_choices(client)
+    whole = _three_choices(own_client)
     assert texts == {choice.index: choice.message.content for choice in whole.choices}
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and usage is not None and whole.usage is not None
     assert usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_session_header_keeps_the_conversation_cached(client: openai.OpenAI) -> None:
+def test_session_header_keeps_the_conversation_cached(own_client: openai.OpenAI) -> None:
     session = {"x-session-affinity": "conv-1"}
     first_turn: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "My name is Ada. Remember it."}
     ]
-    first = client.chat.completions.create(
+    first = own_client.chat.completions.create(
         model=MODEL, messages=first_turn, max_tokens=16, temperature=0, extra_headers=session
     )
-    second = client.chat.completions.create(
+    second = own_client.chat.completions.create(
         model=MODEL,
         messages=[
             *first_turn,

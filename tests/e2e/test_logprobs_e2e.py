@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import openai
 import pytest
 
-from tests.e2e.conftest import MODEL, start_stack
+from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[openai.OpenAI]:
-    """This module's own stack, so its requests leave nothing cached for the shared one's."""
-    stack = start_stack(tmp_path_factory.mktemp("logprobs"), models_dir, [], [], None)
-    yield stack.client()
-    stack.stop()
-
-
-def test_chat_logprobs_cover_every_token_with_sorted_rivals(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(
+def test_chat_logprobs_cover_every_token_with_sorted_rivals(own_client: openai.OpenAI) -> None:
+    reply = own_client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Name three colors."}],
         logprobs=True,
@@ -45,8 +34,8 @@ def test_chat_logprobs_cover_every_token_with_sorted_rivals(client: openai.OpenA
         assert entry.logprob == pytest.approx(rivals[0])
 
 
-def test_completion_logprobs_are_parallel_lists_of_the_text(client: openai.OpenAI) -> None:
-    reply = client.completions.create(
+def test_completion_logprobs_are_parallel_lists_of_the_text(own_client: openai.OpenAI) -> None:
+    reply = own_client.completions.create(
         model=MODEL, prompt="The capital of France is", logprobs=2, temperature=0, max_tokens=8
     )
     choice = reply.choices[0]

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from tests.e2e.conftest import MODEL, start_stack
+from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +30,8 @@ CITY_FORMAT: ResponseFormatJSONSchema = {
 }
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[openai.OpenAI]:
-    """Own stack, as test_choices_e2e.py: constrained requests leave nothing in the shared slots."""
-    stack = start_stack(tmp_path_factory.mktemp("structured"), models_dir, [], [], None)
-    yield stack.client()
-    stack.stop()
-
-
-def test_json_schema_answer_has_exactly_its_keys(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(
+def test_json_schema_answer_has_exactly_its_keys(own_client: openai.OpenAI) -> None:
+    reply = own_client.chat.completions.create(
         model=MODEL,
         messages=PARIS,
         response_format=CITY_FORMAT,
@@ -56,8 +46,8 @@ def test_json_schema_answer_has_exactly_its_keys(client: openai.OpenAI) -> None:
     assert choice.finish_reason == "stop"
 
 
-def test_json_object_answer_is_an_object(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(
+def test_json_object_answer_is_an_object(own_client: openai.OpenAI) -> None:
+    reply = own_client.chat.completions.create(
         model=MODEL,
         messages=PARIS,
         response_format={"type": "json_object"},
@@ -67,8 +57,8 @@ def test_json_object_answer_is_an_object(client: openai.OpenAI) -> None:
     assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
 
 
-def test_grammar_limits_a_completion_to_its_words(client: openai.OpenAI) -> None:
-    reply = client.completions.create(
+def test_grammar_limits_a_completion_to_its_words(own_client: openai.OpenAI) -> None:
+    reply = own_client.completions.create(
         model=MODEL,
         prompt="Is Paris in France? Answer:",
         temperature=0,
@@ -79,9 +69,9 @@ def test_grammar_limits_a_completion_to_its_words(client: openai.OpenAI) -> None
     assert reply.choices[0].finish_reason == "stop"
 
 
-def test_grammar_the_core_cannot_compile_is_400_on_grammar(client: openai.OpenAI) -> None:
+def test_grammar_the_core_cannot_compile_is_400_on_grammar(own_client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(
+        own_client.completions.create(
             model=MODEL, prompt="Hi", max_tokens=4, extra_body={"grammar": "root ::= ("}
         )
     assert caught.value.status_code == 400
