@@ -7,9 +7,14 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
+from typing import Any
 
-from core.chat.templates import render_chat, validate_messages
-from core.chat.types import ChatMessage
+from core.chat.plan import ChatPlan, plan_chat
+from core.chat.templates import validate_messages
+from core.chat.tools.stream import ChatEvent, with_tool_calls
+from core.chat.tools.validate import checked_functions
+from core.chat.types import ChatMessage, ToolRequest
 from core.engine.base import Engine
 from core.engine.sampling import Sampling, check_token_ids, resolve_max_tokens
 from core.engine.types import GenerationEvent, GenerationRequest
@@ -22,6 +27,7 @@ Prompt = str | Sequence[int]
 MAX_EMBED_INPUTS = 2048
 # Longest session name accepted (it is only compared, never interpreted).
 MAX_SESSION_CHARS = 128
+NO_TOOLS = ToolRequest()
 
 
 class Inference:
@@ -62,33 +68,73 @@ class Inference:
         messages: Sequence[ChatMessage],
         sampling: Sampling,
         session: str = "",
-    ) -> AsyncGenerator[GenerationEvent, None]:
+        tools: ToolRequest = NO_TOOLS,
+    ) -> AsyncGenerator[ChatEvent, None]:
         arrived = time.perf_counter()
-        spec = self._registry.get(model_id)
+        self._registry.get(model_id)
         validate_messages(messages)
+        functions = _checked_tools(tools, sampling)
         _check_session(session)
-        header = await asyncio.to_thread(self._registry.header, spec)
         async with self._manager.lease(model_id) as engine:
-            vocab = engine.tokenizer
-            # Templates are programs from the model file: rendered off the event loop, limited.
-            text = await asyncio.to_thread(
-                functools.partial(
-                    render_chat,
-                    messages,
-                    model_template=header.chat_template,
-                    architecture=header.metadata.architecture,
-                    override=spec.chat_template,
-                    bos_token=vocab.bos_text,
-                    eos_token=vocab.eos_text,
-                )
-            )
-            # Templates that write the BOS token themselves must not get a second one.
-            add_bos = vocab.add_bos and not (vocab.bos_text and text.startswith(vocab.bos_text))
-            tokens = await vocab.tokenize(text, add_bos, parse_special=True)
+            plan = await self._plan(model_id, engine, messages, tools, functions, sampling)
+            if plan.grammar:
+                sampling = replace(sampling, grammar=plan.grammar, json_schema="")
+            tokens = await _prompt_tokens(engine, plan.prompt)
             request = self._request(engine, tokens, sampling, arrived, "messages", session)
-            async with contextlib.aclosing(engine.generate(request)) as events:
-                async for event in events:
+            generated = engine.generate(request)
+            events: AsyncGenerator[ChatEvent, None] = (
+                generated if plan.syntax is None else with_tool_calls(generated, plan.syntax)
+            )
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
                     yield event
+
+    async def apply_chat_template(
+        self,
+        model_id: str,
+        messages: Sequence[ChatMessage],
+        tools: ToolRequest = NO_TOOLS,
+        add_generation_prompt: bool = True,
+    ) -> tuple[str, int]:
+        """The prompt Chat would give the model, and its length in tokens."""
+        self._registry.get(model_id)
+        validate_messages(messages)
+        functions = checked_functions(tools)
+        async with self._manager.lease(model_id) as engine:
+            plan = await self._plan(
+                model_id, engine, messages, tools, functions, Sampling(), add_generation_prompt
+            )
+            return plan.prompt, len(await _prompt_tokens(engine, plan.prompt))
+
+    async def _plan(
+        self,
+        model_id: str,
+        engine: Engine,
+        messages: Sequence[ChatMessage],
+        tools: ToolRequest,
+        functions: list[dict[str, Any]],
+        sampling: Sampling,
+        add_generation_prompt: bool = True,
+    ) -> ChatPlan:
+        spec = self._registry.get(model_id)
+        header = await asyncio.to_thread(self._registry.header, spec)
+        vocab = engine.tokenizer
+        # Templates are programs from the model file: rendered off the event loop, limited.
+        return await asyncio.to_thread(
+            functools.partial(
+                plan_chat,
+                messages,
+                tools,
+                functions,
+                model_template=header.chat_template,
+                architecture=header.metadata.architecture,
+                override=spec.chat_template,
+                bos_token=vocab.bos_text,
+                eos_token=vocab.eos_text,
+                json_schema=sampling.json_schema,
+                add_generation_prompt=add_generation_prompt,
+            )
+        )
 
     @staticmethod
     def _request(
@@ -162,6 +208,24 @@ class Inference:
         async with self._manager.lease(model_id) as engine:
             check_token_ids(token_ids, engine.tokenizer.vocab_size, "token_ids")
             return await engine.tokenizer.detokenize(token_ids)
+
+
+async def _prompt_tokens(engine: Engine, prompt: str) -> list[int]:
+    vocab = engine.tokenizer
+    # Templates that write the BOS token themselves must not get a second one.
+    add_bos = vocab.add_bos and not (vocab.bos_text and prompt.startswith(vocab.bos_text))
+    return await vocab.tokenize(prompt, add_bos, parse_special=True)
+
+
+def _checked_tools(tools: ToolRequest, sampling: Sampling) -> list[dict[str, Any]]:
+    functions = checked_functions(tools)
+    if tools.active and sampling.grammar:
+        raise InvalidRequest(
+            "sampling.grammar cannot be combined with tools: calls are constrained by their "
+            "own grammar (use sampling.json_schema to constrain a text answer)",
+            param="sampling.grammar",
+        )
+    return functions
 
 
 def _check_session(session: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,7 +11,7 @@ from aiohttp import web
 from minerva.v1 import inference_pb2
 
 from rest_bridge import logprobs as lp
-from rest_bridge import translate
+from rest_bridge import tools, translate
 from rest_bridge.app_keys import CLIENT
 from rest_bridge.body import parse_body
 from rest_bridge.generation import StreamChunks, respond
@@ -31,6 +31,11 @@ class ChatChunks(StreamChunks):
         # With logprobs, a piece may be empty: its tokens' text is still held back.
         shown = lp.chat(picked) if self.logprobs else None
         return self._delta(index, {"content": text}, logprobs=shown)
+
+    def tool_calls(
+        self, index: int, deltas: Sequence[inference_pb2.ToolCallDelta]
+    ) -> list[dict[str, Any]]:
+        return [self._delta(index, {"tool_calls": tools.delta_calls(deltas)})]
 
     def chunk(
         self, index: int, text: str, finish: str | None = None, fingerprint: str | None = None
@@ -63,12 +68,10 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     call = client.inference.Chat(pb_request, metadata=client.metadata)
     builder = ChatChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
-    def whole(
-        texts: Mapping[int, str],
-        final: inference_pb2.GenerationFinal,
-        picked: translate.PickedLogprobs,
-    ) -> dict[str, Any]:
-        return translate.chat_completion(ids, texts, final, picked)
+    def whole(events: list[translate.GenerationEvent]) -> dict[str, Any]:
+        picked = lp.collect(events) if builder.logprobs else None
+        texts, final = translate.collect(events)
+        return translate.chat_completion(ids, texts, final, picked, tools.collect_calls(events))
 
     return await respond(request, call, mode, builder, whole, client.address, "messages")
 

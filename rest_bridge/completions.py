@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
-from minerva.v1 import inference_pb2
 
 from rest_bridge import logprobs as lp
 from rest_bridge import translate
@@ -63,12 +61,9 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     call = client.inference.Generate(pb_request, metadata=client.metadata)
     builder = CompletionChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
-    def whole(
-        texts: Mapping[int, str],
-        final: inference_pb2.GenerationFinal,
-        picked: translate.PickedLogprobs,
-    ) -> dict[str, Any]:
-        return translate.completion(ids, texts, final, picked)
+    def whole(events: list[translate.GenerationEvent]) -> dict[str, Any]:
+        picked = lp.collect(events) if builder.logprobs else None
+        return translate.completion(ids, *translate.collect(events), picked)
 
     return await respond(request, call, mode, builder, whole, client.address, "prompt")
 

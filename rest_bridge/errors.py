@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ _PARAM_NAMES = {
     "inputs": "input",
     "session_id": "x-session-affinity",
 }
+# Tool fields: OpenAI nests a tool's and a call's name and arguments under "function".
+_TOOL_PARAMS = (
+    (re.compile(r"^(tools\[\d+\])\.(name|description|parameters)$"), r"\1.function.\2"),
+    (re.compile(r"^(messages\[\d+\]\.tool_calls\[\d+\])\.(name|arguments)$"), r"\1.function.\2"),
+    (re.compile(r"^tool_choice\.function_name$"), "tool_choice"),
+)
 # Sampling fields whose OpenAI names differ on both endpoints.
 _SAMPLING_NAMES = {"json_schema": "response_format"}
 # Legacy /v1/completions (its input is "prompt") takes the count of rivals as `logprobs`.
@@ -121,6 +128,9 @@ def openai_param(core_param: str | None, *, input_name: str = "prompt") -> str |
         name = core_param.removeprefix("sampling.")
         name = _SAMPLING_NAMES.get(name, name)
         return _COMPLETION_SAMPLING_NAMES.get(name, name) if input_name == "prompt" else name
+    for pattern, replacement in _TOOL_PARAMS:
+        if pattern.match(core_param):
+            return pattern.sub(replacement, core_param)
     name = _PARAM_NAMES.get(core_param, core_param)
     return input_name if name in ("prompt", "input") else name
 

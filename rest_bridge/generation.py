@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self
 
@@ -39,6 +39,12 @@ class StreamChunks(ABC):
     @abstractmethod
     def text(self, index: int, text: str, picked: lp.SampledLogprobs) -> dict[str, Any]:
         """Choice `index`'s piece of text and (when asked for) its tokens' logprobs."""
+
+    def tool_calls(
+        self, index: int, deltas: Sequence[inference_pb2.ToolCallDelta]
+    ) -> list[dict[str, Any]]:
+        """Choice `index`'s pieces of tool calls; only chat answers have any."""
+        return []
 
     def closing(self, final: inference_pb2.GenerationFinal) -> list[dict[str, Any]]:
         chunks = [
@@ -81,6 +87,8 @@ def _event_chunks(builder: StreamChunks, event: Any, opened: set[int]) -> list[d
         # bring their logprobs.
         if piece.text or piece.logprobs:
             chunks.append(builder.text(piece.index, piece.text, piece.logprobs))
+        if piece.tool_calls:
+            chunks.extend(builder.tool_calls(piece.index, piece.tool_calls))
         return chunks
     if kind == "final":
         ends = translate.choice_ends(event.final)
@@ -107,10 +115,7 @@ async def respond(
     call: Any,
     mode: StreamMode,
     builder: StreamChunks,
-    whole: Callable[
-        [Mapping[int, str], inference_pb2.GenerationFinal, translate.PickedLogprobs],
-        dict[str, Any],
-    ],
+    whole: Callable[[list[translate.GenerationEvent]], dict[str, Any]],
     address: str,
     input_name: str,
 ) -> web.StreamResponse:
@@ -123,7 +128,6 @@ async def respond(
             )
         async with translate_grpc_errors(address, input_name):
             events = [event async for event in call]
-        picked = lp.collect(events) if builder.logprobs else None
-        return web.json_response(whole(*translate.collect(events), picked))
+        return web.json_response(whole(events))
     finally:
         call.cancel()

@@ -13,7 +13,8 @@ from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
 from rest_bridge.seed import INT64_MAX, INT64_MIN, core_seed
 from rest_bridge.structured import constraint
-from rest_bridge.unsupported import KNOWN_FIELDS, refuse_unsupported
+from rest_bridge.tools import message_tool_fields, tool_fields
+from rest_bridge.unsupported import COMPLETION_REFUSED_FIELDS, KNOWN_FIELDS, refuse_unsupported
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,16 @@ _SAMPLING_FIELDS = {
     "stream_options",
 }
 _COMMON_FIELDS = {"model", *_SAMPLING_FIELDS, *KNOWN_FIELDS}
-CHAT_FIELDS = {"messages", "max_completion_tokens", *_COMMON_FIELDS}
-COMPLETION_FIELDS = {"prompt", "echo", "best_of", "suffix", *_COMMON_FIELDS}
+CHAT_FIELDS = {
+    "messages",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    *_COMMON_FIELDS,
+}
+COMPLETION_FIELDS = {"prompt", "echo", "best_of", "suffix", *COMPLETION_REFUSED_FIELDS}
+COMPLETION_FIELDS |= _COMMON_FIELDS
 EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 ENCODING_FORMATS = ("float", "base64")
 # Coding agents (OpenCode, ...) name the conversation here on every request; OpenAI's `user`
@@ -205,7 +214,12 @@ def parse_message(index: int, message: Any) -> inference_pb2.ChatMessage:
     name = message.get("name")
     if name is not None and not isinstance(name, str):
         raise BadRequest(f"{where}.name must be a string", f"{where}.name")
-    return inference_pb2.ChatMessage(role=CHAT_ROLES[role], content=content, name=name or "")
+    return inference_pb2.ChatMessage(
+        role=CHAT_ROLES[role],
+        content=content,
+        name=name or "",
+        **message_tool_fields(where, message),
+    )
 
 
 def message_content(where: str, role: str, content: Any) -> str:
@@ -266,6 +280,7 @@ def chat_request(
         messages=parse_messages(body),
         sampling=parse_sampling(body, chat_logprobs),
         session_id=session,
+        **tool_fields(body),
     )
     return request, parse_stream_mode(body)
 
@@ -275,7 +290,7 @@ def completion_request(
 ) -> tuple[inference_pb2.GenerateRequest, StreamMode]:
     """POST /v1/completions body (and its session) -> GenerateRequest (raw prompt, no template)."""
     log_unknown_fields(body, COMPLETION_FIELDS, "completions")
-    refuse_unsupported(body)
+    refuse_unsupported(body, COMPLETION_REFUSED_FIELDS)
     if get_bool(body, "echo"):
         raise BadRequest("echo is not supported", "echo")
     if get_int(body, "best_of") not in (None, 1):

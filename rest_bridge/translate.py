@@ -13,11 +13,13 @@ from typing import Any
 from minerva.v1 import inference_pb2, models_pb2
 
 from rest_bridge import logprobs as lp
+from rest_bridge import tools
 
 # CANCELLED means the server cut the answer short (shutdown grace ran out): the text is
 # truncated, so clients are told "length" (as for max_tokens) rather than a natural "stop".
 FINISH_REASONS: dict[int, str] = {
     inference_pb2.FINISH_REASON_STOP: "stop",
+    inference_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
     inference_pb2.FINISH_REASON_LENGTH: "length",
     inference_pb2.FINISH_REASON_CANCELLED: "length",
 }
@@ -102,14 +104,14 @@ PickedLogprobs = Mapping[int, lp.SampledLogprobs] | None
 def _choices(
     texts: Mapping[int, str],
     final: inference_pb2.GenerationFinal,
-    content: Callable[[str], dict[str, Any]],
+    content: Callable[[int, str], dict[str, Any]],
     logprobs: Callable[[int], dict[str, Any] | None],
 ) -> list[dict[str, Any]]:
     """One choice per ended index, its text shown by `content`, its own finish reason."""
     return [
         {
             "index": end.index,
-            **content(texts.get(end.index, "")),
+            **content(end.index, texts.get(end.index, "")),
             "logprobs": logprobs(end.index),
             "finish_reason": finish_reason(end.finish_reason),
         }
@@ -130,11 +132,13 @@ def chat_completion(
     texts: Mapping[int, str],
     final: inference_pb2.GenerationFinal,
     picked: PickedLogprobs = None,
+    calls: Mapping[int, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """`calls`: each choice's tool calls (tools.collect_calls)."""
     choices = _choices(
         texts,
         final,
-        lambda text: {"message": {"role": "assistant", "content": text}},
+        lambda index, text: {"message": tools.assistant_message(text, calls or {}, index)},
         _per_choice(picked, lp.chat),
     )
     return _envelope(ids, "chat.completion", final, choices)
@@ -146,7 +150,9 @@ def completion(
     final: inference_pb2.GenerationFinal,
     picked: PickedLogprobs = None,
 ) -> dict[str, Any]:
-    choices = _choices(texts, final, lambda t: {"text": t}, _per_choice(picked, lp.completion))
+    choices = _choices(
+        texts, final, lambda _, text: {"text": text}, _per_choice(picked, lp.completion)
+    )
     return _envelope(ids, "text_completion", final, choices)
 
 

@@ -18,8 +18,6 @@ HARMLESS_FIELDS = frozenset(
         "service_tier",
         "safety_identifier",
         "prompt_cache_key",
-        # Only means something with tools, which are refused below.
-        "parallel_tool_calls",
     }
 )
 
@@ -48,13 +46,12 @@ class Refusal:
     accepts: Callable[[Any], bool] = _absent
 
 
-_TOOLS = "tools are not supported yet"
+_LEGACY = "the deprecated function-calling fields are not supported; send tools and tool_choice"
+_CHAT_ONLY = "tools are a chat feature; use /v1/chat/completions"
 
 REFUSED_FIELDS: dict[str, Refusal] = {
-    "tools": Refusal(_TOOLS, _no_tools),
-    "tool_choice": Refusal(_TOOLS, _no_tool_call),
-    "functions": Refusal(_TOOLS, _no_tools),
-    "function_call": Refusal(_TOOLS, _no_tool_call),
+    "functions": Refusal(_LEGACY, _no_tools),
+    "function_call": Refusal(_LEGACY, _no_tool_call),
     "reasoning_effort": Refusal("the models have no reasoning-effort setting"),
     "verbosity": Refusal("answer length is set with max_tokens, not verbosity"),
     "modalities": Refusal("only text output is supported", _text_only),
@@ -62,12 +59,19 @@ REFUSED_FIELDS: dict[str, Refusal] = {
     "prediction": Refusal("predicted outputs are not supported"),
     "web_search_options": Refusal("web search is not supported"),
 }
+# What /v1/completions refuses besides: chat reads these.
+COMPLETION_REFUSED_FIELDS: dict[str, Refusal] = {
+    **REFUSED_FIELDS,
+    "tools": Refusal(_CHAT_ONLY, _no_tools),
+    "tool_choice": Refusal(_CHAT_ONLY, _no_tool_call),
+    "parallel_tool_calls": Refusal(_CHAT_ONLY),
+}
 KNOWN_FIELDS = HARMLESS_FIELDS | REFUSED_FIELDS.keys()
 
 
-def refuse_unsupported(body: dict[str, Any]) -> None:
-    """Raises BadRequest for the first field in REFUSED_FIELDS that asks for something."""
-    for name, refusal in REFUSED_FIELDS.items():
+def refuse_unsupported(body: dict[str, Any], refused: dict[str, Refusal] = REFUSED_FIELDS) -> None:
+    """Raises BadRequest for the first field in `refused` that asks for something."""
+    for name, refusal in refused.items():
         if not refusal.accepts(body.get(name)):
             raise BadRequest(
                 f"'{name}' is not supported: {refusal.reason}", name, code="unsupported_parameter"

@@ -24,6 +24,9 @@ from core.chat.sandbox import (
     joined,
     limited_filter,
 )
+from core.chat.tools.prompt import prepare
+from core.chat.tools.syntax import ToolSyntax, detect
+from core.chat.tools.validate import call_arguments, check_tool_messages
 from core.chat.types import ChatMessage
 from core.errors import InvalidRequest
 
@@ -182,38 +185,68 @@ def render_chat(
     override: str | None,
     bos_token: str,
     eos_token: str,
+    functions: list[dict[str, Any]] | None = None,
     add_generation_prompt: bool = True,
     timeout_s: float = RENDER_TIMEOUT_S,
     max_chars: int = MAX_OUTPUT_CHARS,
 ) -> str:
     """Render a conversation to prompt text; InvalidRequest on bad messages or template errors.
 
+    `functions` are the tools offered (checked, see core.chat.tools.validate), None for none.
     Blocking and thread-safe: run it in a worker thread. A render that takes longer than
     timeout_s or makes more than max_chars characters is stopped with InvalidRequest.
     """
-    limits = Limits(time.monotonic() + timeout_s, timeout_s, max_chars)
-    dicts = validate_messages(messages)
     source = select_template(
         model_template=model_template, architecture=architecture, override=override
     )
-    return _render(
+    return render_source(
         source,
-        limits,
-        messages=dicts,
+        messages,
+        syntax=detect(source),
+        functions=functions,
         bos_token=bos_token,
         eos_token=eos_token,
         add_generation_prompt=add_generation_prompt,
+        timeout_s=timeout_s,
+        max_chars=max_chars,
     )
 
 
-def validate_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    """Check roles and contents; return the messages as the dicts templates expect."""
+def render_source(
+    source: str,
+    messages: Sequence[ChatMessage],
+    *,
+    syntax: ToolSyntax,
+    functions: list[dict[str, Any]] | None,
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool = True,
+    timeout_s: float = RENDER_TIMEOUT_S,
+    max_chars: int = MAX_OUTPUT_CHARS,
+) -> str:
+    """render_chat for a template already chosen, whose tool syntax is `syntax`."""
+    limits = Limits(time.monotonic() + timeout_s, timeout_s, max_chars)
+    shown, tools = prepare(validate_messages(messages), syntax, functions, source)
+    context: dict[str, Any] = {
+        "messages": shown,
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "add_generation_prompt": add_generation_prompt,
+    }
+    if tools is not None:  # templates test `tools is defined` / `if tools`
+        context["tools"] = tools
+    return _render(source, limits, **context)
+
+
+def validate_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Check roles, contents and tool calls; return the messages as the dicts templates expect."""
     if not messages:
         raise InvalidRequest("messages must not be empty", param=_PARAM)
+    check_tool_messages(messages)
     return [_message_dict(i, m) for i, m in enumerate(messages)]
 
 
-def _message_dict(index: int, message: ChatMessage) -> dict[str, str]:
+def _message_dict(index: int, message: ChatMessage) -> dict[str, Any]:
     if message.role not in ROLES:
         allowed = ", ".join(sorted(ROLES))
         raise InvalidRequest(
@@ -221,14 +254,34 @@ def _message_dict(index: int, message: ChatMessage) -> dict[str, str]:
         )
     if not isinstance(message.content, str):
         raise InvalidRequest(f"messages[{index}].content must be a string", param=_PARAM)
-    if not message.content and message.role != "assistant":
+    # An assistant turn may only call tools; a tool may answer with nothing.
+    if not message.content and message.role not in ("assistant", "tool"):
         raise InvalidRequest(
             f"messages[{index}].content must not be empty for role {message.role!r}",
             param=_PARAM,
         )
-    out = {"role": _ROLE_ALIASES.get(message.role, message.role), "content": message.content}
+    out: dict[str, Any] = {
+        "role": _ROLE_ALIASES.get(message.role, message.role),
+        "content": message.content,
+    }
     if message.name:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": call_arguments(
+                        call.arguments, f"messages[{index}].tool_calls[{j}]"
+                    ),
+                },
+            }
+            for j, call in enumerate(message.tool_calls)
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
     return out
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
-from llama_cpp.llama_grammar import json_schema_to_gbnf
+from llama_cpp.llama_grammar import SchemaConverter
 
 from core.engine.vocab import Vocab
 from core.errors import InvalidRequest
@@ -33,13 +34,14 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def resolve(grammar: str, json_schema: str, vocab: Vocab) -> str:
     """The GBNF text a request's constraint compiles to ("" for none); blocking, so run it off
-    the event loop. InvalidRequest names the field when the input is refused."""
+    the event loop. InvalidRequest names the field when the input is refused. What clients may
+    send is bounded where requests arrive (check_constraint_size); a grammar here may also be one
+    the server generated (tool calls), so only the grammar bounds apply."""
     if json_schema:
         field = "sampling.json_schema"
         grammar = schema_grammar(json_schema)
     elif grammar:
         field = "sampling.grammar"
-        _check_size(grammar, MAX_CONSTRAINT_BYTES, field)
     else:
         return ""
     check_grammar(grammar, field)
@@ -50,21 +52,45 @@ def resolve(grammar: str, json_schema: str, vocab: Vocab) -> str:
     return grammar
 
 
+def check_constraint_size(text: str, field: str) -> None:
+    """A client's grammar or schema text is at most MAX_CONSTRAINT_BYTES."""
+    _check_size(text, MAX_CONSTRAINT_BYTES, field)
+
+
 def schema_grammar(text: str) -> str:
     """GBNF for a JSON Schema given as JSON text."""
     field = "sampling.json_schema"
-    _check_size(text, MAX_CONSTRAINT_BYTES, field)
+    check_constraint_size(text, field)
+    return schema_rules(parse_schema(text, field), "", field)
+
+
+def parse_schema(text: str, field: str) -> dict[str, Any] | bool:
+    """A JSON Schema from JSON text; InvalidRequest naming `field` when it is not one."""
     try:
         schema = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"{field} is not valid JSON: {exc}", param=field) from None
     if not isinstance(schema, dict | bool):
         raise InvalidRequest(f"{field} must be a JSON Schema object", param=field)
-    _check_schema(schema)
+    return schema
+
+
+def schema_rules(schema: dict[str, Any] | bool, prefix: str, field: str) -> str:
+    """GBNF rules for a JSON Schema. With a `prefix`, every rule name gets it, so several
+    schemas can share one grammar: the schema's own rule is then `{prefix}root`."""
+    _check_schema(schema, field)
+    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        converter.visit(converter.resolve_refs(schema, "input"), "")
+        rules: str = converter.format_grammar()
     except Exception as exc:  # the converter's many failure modes all mean "unsupported schema"
         raise InvalidRequest(f"{field} is not supported: {exc!r}", param=field) from None
+    return _prefixed(rules, prefix) if prefix else rules
+
+
+def _prefixed(grammar: str, prefix: str) -> str:
+    """Every rule name in a GBNF text (definitions and references) with `prefix` in front."""
+    return "".join(prefix + text if kind == "name" else text for kind, text in _segments(grammar))
 
 
 def check_grammar(grammar: str, field: str) -> None:
@@ -99,40 +125,47 @@ def check_grammar(grammar: str, field: str) -> None:
 def _outside_literals(grammar: str) -> Iterator[tuple[str, str]]:
     """The structure of a GBNF text: ( ) < ! {...} and names, skipping literals, classes and
     comments."""
+    for kind, text in _segments(grammar):
+        if kind != "text":
+            yield kind, text
+
+
+def _segments(grammar: str) -> Iterator[tuple[str, str]]:
+    """A GBNF text cut into pieces that join back into it: names, groups' ( and ), token syntax
+    < and !, repetition bounds {...}, and "text" for everything else (literals, classes,
+    comments, operators, spaces)."""
     i, n = 0, len(grammar)
     while i < n:
-        c = grammar[i]
+        c, start = grammar[i], i
         if c in '"[':
             i = _skip_quoted(grammar, i, '"' if c == '"' else "]")
+            yield "text", grammar[start:i]
         elif c == "#":
             end = grammar.find("\n", i)
             i = n if end < 0 else end
+            yield "text", grammar[start:i]
         elif c == "{":
             end = grammar.find("}", i)
-            end = n if end < 0 else end
-            yield "{", grammar[i + 1 : end]
-            i = end + 1
+            i = n if end < 0 else end + 1
+            yield "{", grammar[start:i]
         elif c in _NAME_CHARS:
-            start = i
             while i < n and grammar[i] in _NAME_CHARS:
                 i += 1
             yield "name", grammar[start:i]
         else:
-            if c in "()<!":
-                yield c, c
             i += 1
+            yield (c if c in "()<!" else "text"), c
 
 
 def _skip_quoted(text: str, start: int, close: str) -> int:
     i = start + 1
     while i < len(text) and text[i] != close:
         i += 2 if text[i] == "\\" else 1
-    return i + 1
+    return min(i + 1, len(text))
 
 
-def _check_schema(schema: object) -> None:
+def _check_schema(schema: object, field: str) -> None:
     """Bounds and references checked before conversion, which would expand them in memory."""
-    field = "sampling.json_schema"
     stack = [schema]
     while stack:
         node = stack.pop()

@@ -13,6 +13,8 @@ class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
     CANCELLED = "cancelled"
+    # Set by the chat layer, never by an engine: the answer called tools.
+    TOOL_CALLS = "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)

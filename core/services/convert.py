@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from minerva.v1 import inference_pb2, models_pb2
 
-from core.chat.types import ChatMessage
+from core.chat.types import (
+    ChatMessage,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolRequest,
+)
 from core.engine.logprobs import SampledLogprob, TokenLogprob
 from core.engine.types import ChoiceEnd, FinishReason, GenerationResult, LoadProgress, TokenChunk
 from core.metadata.types import ModelFormat, ModelMetadata
@@ -29,6 +39,7 @@ _FINISH = {
     FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: inference_pb2.FINISH_REASON_LENGTH,
     FinishReason.CANCELLED: inference_pb2.FINISH_REASON_CANCELLED,
+    FinishReason.TOOL_CALLS: inference_pb2.FINISH_REASON_TOOL_CALLS,
 }
 
 
@@ -55,13 +66,22 @@ def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:
     )
 
 
-def chunk_fields(chunk: TokenChunk, fingerprint: str = "") -> inference_pb2.GenerationChunk:
+def chunk_fields(
+    chunk: TokenChunk, fingerprint: str = "", tool_calls: Sequence[ToolCallDelta] = ()
+) -> inference_pb2.GenerationChunk:
     return inference_pb2.GenerationChunk(
         text=chunk.text,
         token_ids=chunk.token_ids,
         fingerprint=fingerprint,
         index=chunk.index,
         logprobs=[sampled_logprob_to_pb(s) for s in chunk.logprobs],
+        tool_calls=[tool_call_delta_to_pb(d) for d in tool_calls],
+    )
+
+
+def tool_call_delta_to_pb(delta: ToolCallDelta) -> inference_pb2.ToolCallDelta:
+    return inference_pb2.ToolCallDelta(
+        call_index=delta.call_index, id=delta.id, name=delta.name, arguments=delta.arguments
     )
 
 
@@ -114,7 +134,39 @@ def final_fields(result: GenerationResult, fingerprint: str) -> inference_pb2.Ge
 
 
 def messages_from_pb(messages: list[inference_pb2.ChatMessage]) -> list[ChatMessage]:
-    return [ChatMessage(role=m.role, content=m.content, name=m.name) for m in messages]
+    return [
+        ChatMessage(
+            role=m.role,
+            content=m.content,
+            name=m.name,
+            tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
+            tool_call_id=m.tool_call_id,
+        )
+        for m in messages
+    ]
+
+
+_TOOL_CHOICE_MODES = {
+    inference_pb2.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
+    inference_pb2.TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.AUTO,
+    inference_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
+    inference_pb2.TOOL_CHOICE_MODE_FUNCTION: ToolChoiceMode.FUNCTION,
+}
+
+
+def tool_request_from_pb(
+    tools: Sequence[inference_pb2.Tool],
+    choice: inference_pb2.ToolChoice | None,
+    parallel: bool | None,
+) -> ToolRequest:
+    """Unset tool_choice is AUTO with tools and NONE without; parallel calls default to on."""
+    default = ToolChoiceMode.AUTO if tools else ToolChoiceMode.NONE
+    mode = _TOOL_CHOICE_MODES.get(choice.mode, default) if choice is not None else default
+    return ToolRequest(
+        tools=tuple(Tool(t.name, t.description, t.parameters) for t in tools),
+        choice=ToolChoice(mode, choice.function_name if choice is not None else ""),
+        parallel=True if parallel is None else parallel,
+    )
 
 
 def prompt_from_pb(request: inference_pb2.GenerateRequest) -> str | list[int]:

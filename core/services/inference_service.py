@@ -9,7 +9,9 @@ from typing import TypeVar
 import grpc
 from minerva.v1 import inference_pb2, inference_pb2_grpc
 
-from core.engine.types import GenerationEvent, TokenChunk
+from core.chat.tools.stream import ChatChunk, ChatEvent
+from core.chat.types import ToolRequest
+from core.engine.types import GenerationResult
 from core.inference import Inference
 from core.services.convert import (
     chunk_fields,
@@ -17,6 +19,7 @@ from core.services.convert import (
     final_fields,
     messages_from_pb,
     prompt_from_pb,
+    tool_request_from_pb,
 )
 from core.services.sampling import sampling_from_pb
 
@@ -51,25 +54,42 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             messages_from_pb(list(request.messages)),
             sampling,
             session=request.session_id,
+            tools=_tool_request(request),
         )
         async for message in self._stream(request.model_id, events, inference_pb2.ChatResponse):
             yield message
 
+    async def ApplyChatTemplate(
+        self, request: inference_pb2.ApplyChatTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ApplyChatTemplateResponse:
+        add = request.add_generation_prompt if request.HasField("add_generation_prompt") else True
+        prompt, tokens = await self._inference.apply_chat_template(
+            request.model_id,
+            messages_from_pb(list(request.messages)),
+            tools=_tool_request(request),
+            add_generation_prompt=add,
+        )
+        return inference_pb2.ApplyChatTemplateResponse(prompt=prompt, prompt_tokens=tokens)
+
     async def _stream(
-        self, model_id: str, events: AsyncGenerator[GenerationEvent, None], make: Callable[..., R]
+        self, model_id: str, events: AsyncGenerator[ChatEvent, None], make: Callable[..., R]
     ) -> AsyncIterator[R]:
         fp = ""
         async with contextlib.aclosing(events):  # closing it now stops the token loop at once
             async for event in events:
-                if not fp:  # known once the model is loaded, i.e. by the first event
-                    fp = self._inference.fingerprint(model_id)
-                    if isinstance(event, TokenChunk):
-                        yield make(chunk=chunk_fields(event, fp))
-                        continue
-                if isinstance(event, TokenChunk):
-                    yield make(chunk=chunk_fields(event))
+                if isinstance(event, GenerationResult):
+                    yield make(final=final_fields(event, fp or self._fingerprint(model_id)))
+                    continue
+                first = not fp  # the fingerprint is known once the model is loaded
+                fp = fp or self._fingerprint(model_id)
+                shown = fp if first else ""
+                if isinstance(event, ChatChunk):
+                    yield make(chunk=chunk_fields(event.chunk, shown, event.tool_calls))
                 else:
-                    yield make(final=final_fields(event, fp))
+                    yield make(chunk=chunk_fields(event, shown))
+
+    def _fingerprint(self, model_id: str) -> str:
+        return self._inference.fingerprint(model_id)
 
     async def Embed(
         self, request: inference_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -100,3 +120,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> inference_pb2.DetokenizeResponse:
         text = await self._inference.detokenize(request.model_id, list(request.token_ids))
         return inference_pb2.DetokenizeResponse(text=text)
+
+
+def _tool_request(
+    request: inference_pb2.ChatRequest | inference_pb2.ApplyChatTemplateRequest,
+) -> ToolRequest:
+    return tool_request_from_pb(
+        list(request.tools),
+        request.tool_choice if request.HasField("tool_choice") else None,
+        request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None,
+    )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from minerva.v1 import inference_pb2
 
+from core.engine.grammar import check_constraint_size
 from core.engine.sampling import (
     LOGIT_BIAS_LIMIT,
     MAX_CHOICES,
@@ -50,6 +51,7 @@ def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
     constraint = p.WhichOneof("constraint")
     if constraint is not None:
         values[constraint] = getattr(p, constraint)
+        check_constraint_size(values[constraint], f"sampling.{constraint}")
     values["logprobs"] = p.logprobs
     if p.HasField("top_logprobs"):
         values["top_logprobs"] = _checked_top_logprobs(p.top_logprobs, p.logprobs)

@@ -19,11 +19,15 @@ CHAT = {"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {"model": MODEL_ID, "prompt": "Once"}
 BUILDERS = [(protocol.chat_request, CHAT), (protocol.completion_request, COMPLETION)]
 
-REFUSED = [
+# Tools are read by chat only: the legacy completions endpoint refuses them.
+TOOL_FIELDS = [
     ("tools", [TOOL]),
     ("tool_choice", "auto"),
     ("tool_choice", "required"),
     ("tool_choice", {"type": "function", "function": {"name": "f"}}),
+    ("parallel_tool_calls", False),
+]
+REFUSED = [
     ("functions", [{"name": "f"}]),
     ("function_call", "auto"),
     ("reasoning_effort", "high"),
@@ -49,10 +53,18 @@ def test_fields_that_change_the_answer_are_refused(
     assert caught.value.message.startswith(f"'{field}' is not supported: ")
 
 
-@pytest.mark.parametrize("field", ["tools", "tool_choice", "functions", "function_call"])
-def test_tool_fields_say_tools_are_not_supported_yet(field: str) -> None:
-    value = "auto" if field in ("tool_choice", "function_call") else [TOOL]
-    with pytest.raises(BadRequest, match="tools are not supported yet"):
+@pytest.mark.parametrize(("field", "value"), TOOL_FIELDS)
+def test_completions_refuse_tool_fields_and_chat_reads_them(field: str, value: Any) -> None:
+    with pytest.raises(BadRequest, match="use /v1/chat/completions") as caught:
+        protocol.completion_request({**COMPLETION, field: value})
+    assert (caught.value.param, caught.value.code) == (field, "unsupported_parameter")
+    request, _ = protocol.chat_request({**CHAT, "tools": [TOOL], field: value})
+    assert [t.name for t in request.tools] == ["f"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("functions", [TOOL]), ("function_call", "auto")])
+def test_legacy_function_fields_point_to_tools(field: str, value: Any) -> None:
+    with pytest.raises(BadRequest, match="send tools and tool_choice"):
         protocol.chat_request({**CHAT, field: value})
 
 
@@ -61,7 +73,6 @@ ACCEPTED = [
     ("tool_choice", "none"),
     ("functions", []),
     ("function_call", "none"),
-    ("parallel_tool_calls", True),
     ("modalities", ["text"]),
     ("reasoning_effort", None),
     ("service_tier", "auto"),

@@ -20,7 +20,7 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
     ("extra", "param"),
     [
         ({"reasoning_effort": "high"}, "reasoning_effort"),
-        ({"tools": [TOOL]}, "tools"),
+        ({"functions": [TOOL["function"]]}, "functions"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"seed": 2**63}, "seed"),
     ],

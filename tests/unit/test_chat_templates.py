@@ -200,7 +200,8 @@ def test_variables_passed_to_templates() -> None:
         ChatMessage("assistant", ""),
     ]
     text = render(messages, override=template, add_generation_prompt=False)
-    assert text == "<s>|</s>|False|system=-;user=ann;tool=-;assistant=-;"
+    # A template that shows no tool turns gets a tool result as a user turn.
+    assert text == "<s>|</s>|False|system=-;user=ann;user=-;assistant=-;"
 
 
 def test_trim_and_lstrip_blocks_like_transformers() -> None:

@@ -60,6 +60,11 @@ class InferenceServiceStub:
                 request_serializer=minerva_dot_v1_dot_inference__pb2.DetokenizeRequest.SerializeToString,
                 response_deserializer=minerva_dot_v1_dot_inference__pb2.DetokenizeResponse.FromString,
                 _registered_method=True)
+        self.ApplyChatTemplate = channel.unary_unary(
+                '/minerva.v1.InferenceService/ApplyChatTemplate',
+                request_serializer=minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateRequest.SerializeToString,
+                response_deserializer=minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -102,6 +107,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyChatTemplate(self, request, context):
+        """The prompt text Chat would give the model for these messages and tools
+        (the chat template applied, tool instructions included), without
+        generating anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +143,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Detokenize,
                     request_deserializer=minerva_dot_v1_dot_inference__pb2.DetokenizeRequest.FromString,
                     response_serializer=minerva_dot_v1_dot_inference__pb2.DetokenizeResponse.SerializeToString,
+            ),
+            'ApplyChatTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyChatTemplate,
+                    request_deserializer=minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateRequest.FromString,
+                    response_serializer=minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +286,33 @@ class InferenceService:
             '/minerva.v1.InferenceService/Detokenize',
             minerva_dot_v1_dot_inference__pb2.DetokenizeRequest.SerializeToString,
             minerva_dot_v1_dot_inference__pb2.DetokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyChatTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/minerva.v1.InferenceService/ApplyChatTemplate',
+            minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateRequest.SerializeToString,
+            minerva_dot_v1_dot_inference__pb2.ApplyChatTemplateResponse.FromString,
             options,
             channel_credentials,
             insecure,

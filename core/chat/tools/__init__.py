@@ -1,0 +1,1 @@
+"""Tool calling: how tools reach the prompt, the grammar that constrains calls, and the parser."""
