@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from minerva.v1.limits import MAX_EMBED_INPUTS, MAX_SESSION_CHARS
+
 from core.chat.plan import ChatPlan, plan_chat
 from core.chat.templates import validate_messages
 from core.chat.tools.stream import ChatEvent, with_tool_calls
@@ -23,10 +25,6 @@ from core.manager import ModelManager
 from core.registry import Registry
 
 Prompt = str | Sequence[int]
-# OpenAI's own limit on inputs per embeddings request.
-MAX_EMBED_INPUTS = 2048
-# Longest session name accepted (it is only compared, never interpreted).
-MAX_SESSION_CHARS = 128
 NO_TOOLS = ToolRequest()
 
 
@@ -197,11 +195,20 @@ class Inference:
         return vectors, sum(len(t) for t in token_lists)
 
     async def tokenize(
-        self, model_id: str, text: str, *, add_special: bool, parse_special: bool
-    ) -> list[int]:
+        self,
+        model_id: str,
+        text: str,
+        *,
+        add_special: bool,
+        parse_special: bool,
+        with_pieces: bool = False,
+    ) -> tuple[list[int], list[bytes]]:
+        """Token ids, and with_pieces each token's bytes (else no pieces)."""
         self._registry.get(model_id)
         async with self._manager.lease(model_id) as engine:
-            return await engine.tokenizer.tokenize(text, add_special, parse_special)
+            ids = await engine.tokenizer.tokenize(text, add_special, parse_special)
+            pieces = await engine.tokenizer.pieces(ids) if with_pieces else []
+            return ids, pieces
 
     async def detokenize(self, model_id: str, token_ids: Sequence[int]) -> str:
         self._registry.get(model_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from core.engine.base import Engine
-from core.engine.types import LoadProgress
+from core.engine.types import EngineStats, LoadProgress
 from core.engine_factory import EngineFactory
 from core.errors import (
     MinervaError,
@@ -103,6 +103,11 @@ class ModelManager:
         """The fingerprint of the file the loaded model came from ("" when not loaded)."""
         slot = self._slots.get(model_id)
         return slot.fingerprint if slot else ""
+
+    def stats(self, model_id: str) -> EngineStats | None:
+        """The loaded engine's counters; None when the model is not loaded."""
+        slot = self._slots.get(model_id)
+        return slot.engine.stats() if slot is not None and slot.engine is not None else None
 
     def state(self, model_id: str) -> tuple[str, str]:
         """(load state, last error) without loading anything."""

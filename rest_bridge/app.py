@@ -7,24 +7,36 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from rest_bridge import chat, completions, core_client, embeddings, health, models
-from rest_bridge.app_keys import CLIENT, SETTINGS
+from rest_bridge import (
+    chat,
+    completions,
+    core_client,
+    embeddings,
+    health,
+    metrics,
+    models,
+    utility,
+)
+from rest_bridge.app_keys import CLIENT, METRICS, SETTINGS
 from rest_bridge.auth import auth_middleware
 from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import error_middleware
 from rest_bridge.settings import Settings
 
-ENDPOINT_FAMILIES = (models, chat, completions, embeddings, health)
+ENDPOINT_FAMILIES = (models, chat, completions, embeddings, utility, health, metrics)
 
 
 def create_app(settings: Settings, client: CoreClient | None = None) -> web.Application:
     """Builds the bridge; without `client` the app opens (and closes) its own channel."""
-    middlewares: list[Middleware] = [error_middleware]
+    counters = metrics.BridgeMetrics()
+    # Outermost: it counts the status each client got, errors included.
+    middlewares: list[Middleware] = [metrics.metrics_middleware(counters), error_middleware]
     if settings.api_keys:
         middlewares.append(auth_middleware(settings.api_keys))
     # aiohttp answers 413 on its own past client_max_size; error_middleware wraps it.
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[METRICS] = counters
     if client is not None:
         app[CLIENT] = client
     else:

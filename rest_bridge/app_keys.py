@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from rest_bridge.core_client import CoreClient
 from rest_bridge.settings import Settings
 
+if TYPE_CHECKING:
+    from rest_bridge.metrics import BridgeMetrics
+
 SETTINGS = web.AppKey("settings", Settings)
 CLIENT = web.AppKey("core_client", CoreClient)
+METRICS: web.AppKey[BridgeMetrics] = web.AppKey("metrics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rest_bridge import translate
-from rest_bridge.app_keys import CLIENT
+from rest_bridge.app_keys import CLIENT, METRICS
 from rest_bridge.body import parse_body
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import embed_request
@@ -16,6 +16,7 @@ async def create_embeddings(request: web.Request) -> web.Response:
     client = request.app[CLIENT]
     async with translate_grpc_errors(client.address, input_name="input"):
         response = await client.inference.Embed(pb_request, metadata=client.metadata)
+    request.app[METRICS].observe_embedding(pb_request.model_id, response.usage.prompt_tokens)
     return web.json_response(translate.embedding_list(response, pb_request.model_id, encoding))
 
 

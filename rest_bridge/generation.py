@@ -12,6 +12,7 @@ from minerva.v1 import inference_pb2
 
 from rest_bridge import logprobs as lp
 from rest_bridge import sse, translate
+from rest_bridge.app_keys import METRICS
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import StreamMode
 
@@ -63,7 +64,11 @@ class StreamChunks(ABC):
 
 
 async def stream_chunks(
-    call: Any, builder: StreamChunks, address: str, input_name: str
+    call: Any,
+    builder: StreamChunks,
+    address: str,
+    input_name: str,
+    on_final: Callable[[inference_pb2.GenerationFinal], None] = lambda final: None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yields nothing until the core's first message, so early errors keep their status."""
     started = False
@@ -73,6 +78,8 @@ async def stream_chunks(
             if not started:
                 started = True
                 builder = builder.with_fingerprint(_fingerprint(event))
+            if event.WhichOneof("event") == "final":
+                on_final(event.final)
             for chunk in _event_chunks(builder, event, opened):
                 yield chunk
 
@@ -121,13 +128,21 @@ async def respond(
 ) -> web.StreamResponse:
     """Answers one generation call; the call is cancelled however the handler ends, so a client
     that disconnects (aiohttp cancels the handler) stops the core's token loop."""
+    counters = request.app[METRICS]
+
+    def on_final(final: inference_pb2.GenerationFinal) -> None:
+        counters.observe_generation(builder.ids.model, final)
+
     try:
         if mode.stream:
             return await sse.stream_events(
-                request, stream_chunks(call, builder, address, input_name)
+                request, stream_chunks(call, builder, address, input_name, on_final)
             )
         async with translate_grpc_errors(address, input_name):
             events = [event async for event in call]
+        for event in events:
+            if event.WhichOneof("event") == "final":
+                on_final(event.final)
         return web.json_response(whole(events))
     finally:
         call.cancel()

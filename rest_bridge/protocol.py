@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minerva.v1 import inference_pb2
+from minerva.v1.limits import MAX_SESSION_CHARS, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_LOGPROBS
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
@@ -18,8 +19,7 @@ from rest_bridge.unsupported import COMPLETION_REFUSED_FIELDS, KNOWN_FIELDS, ref
 
 log = logging.getLogger(__name__)
 
-MAX_STOP_STRINGS = 4
-MAX_TOP_LOGPROBS = 20
+# The legacy completions API's own bound on its `logprobs` count (chat's is the contract's).
 MAX_COMPLETION_LOGPROBS = 5
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
@@ -68,7 +68,6 @@ ENCODING_FORMATS = ("float", "base64")
 # Coding agents (OpenCode, ...) name the conversation here on every request; OpenAI's `user`
 # field names an end user instead, so it is not used for this.
 SESSION_HEADER = "x-session-affinity"
-MAX_SESSION_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -92,12 +91,10 @@ def parse_stop(body: dict[str, Any]) -> list[str]:
     items = [stop] if isinstance(stop, str) else stop
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise BadRequest("'stop' must be a string or an array of strings", "stop")
-    if len(items) > MAX_STOP_STRINGS:
-        raise BadRequest(
-            f"'stop' takes at most {MAX_STOP_STRINGS} strings, got {len(items)}", "stop"
-        )
-    if any(not s for s in items):
-        raise BadRequest("'stop' strings must not be empty", "stop")
+    if len(items) > MAX_STOPS:
+        raise BadRequest(f"'stop' takes at most {MAX_STOPS} strings, got {len(items)}", "stop")
+    if any(not 1 <= len(s) <= MAX_STOP_CHARS for s in items):
+        raise BadRequest(f"'stop' strings must be 1..{MAX_STOP_CHARS} characters", "stop")
     return items
 
 

@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 from minerva.v1 import inference_pb2
+from minerva.v1.limits import MAX_CONSTRAINT_BYTES
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_str, require_object
 
-# The core refuses larger constraints too; checking here names the OpenAI field.
-MAX_CONSTRAINT_BYTES = 64 * 1024
 ANY_OBJECT_SCHEMA = '{"type": "object"}'
 _SPEC = "response_format.json_schema."
 

@@ -211,19 +211,23 @@ def usage_chunk(ids: ResponseIds, obj: str, final: inference_pb2.GenerationFinal
 
 
 def model_object(model: models_pb2.Model) -> dict[str, Any]:
-    """An OpenAI model object plus Minerva's header metadata (kept well under 1 KB)."""
+    """An OpenAI model object with the three facts tools read at the top level (quantization,
+    size, tensors) and the rest of the header metadata under `minerva` (well under 1 KB)."""
     meta = model.metadata
     return {
         "id": model.id,
         "object": "model",
         "created": model.modified_unix,
         "owned_by": OWNED_BY,
+        "permission": [],
+        "root": model.id,
+        "parent": None,
+        "quantization": meta.quantization,
+        "file_size_mb": round(meta.file_size_bytes / MB, 1),
+        "tensor_count": meta.tensor_count,
         "minerva": {
             "format": _enum_suffix(models_pb2.ModelFormat.Name(meta.format), "MODEL_FORMAT_"),
             "architecture": meta.architecture,
-            "quantization": meta.quantization,
-            "file_size_mb": round(meta.file_size_bytes / MB, 1),
-            "tensor_count": meta.tensor_count,
             "layer_count": meta.layer_count,
             "embedding_length": meta.embedding_length,
             "vocab_size": meta.vocab_size,

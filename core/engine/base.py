@@ -29,6 +29,10 @@ class Tokenizer(Protocol):
 
     async def detokenize(self, token_ids: Sequence[int]) -> str: ...
 
+    async def pieces(self, token_ids: Sequence[int]) -> list[bytes]:
+        """Each token's bytes."""
+        ...
+
 
 class Engine(Protocol):
     """A loaded model. All methods are safe to call from the event loop: none blocks it."""

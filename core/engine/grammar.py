@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
+from minerva.v1.limits import MAX_CONSTRAINT_BYTES
 
 from core.engine.vocab import Vocab
 from core.errors import InvalidRequest
 
-# What a request may send, and what its (possibly generated) grammar may be.
-MAX_CONSTRAINT_BYTES = 64 * 1024
+# What a request may send (the contract's limit), and what its (possibly generated) grammar may be.
 MAX_GRAMMAR_BYTES = 256 * 1024
 MAX_GROUP_DEPTH = 128
 MAX_NAME_CHARS = 128

@@ -7,13 +7,6 @@ from dataclasses import dataclass, field
 
 from core.errors import InvalidRequest
 
-MAX_STOPS = 16
-# Most completions one request may ask for (each takes a slot).
-MAX_CHOICES = 16
-# Most alternatives reported per generated token (OpenAI's limit).
-MAX_TOP_LOGPROBS = 20
-MAX_STOP_CHARS = 256
-LOGIT_BIAS_LIMIT = 100.0
 # llama.cpp's LLAMA_DEFAULT_SEED: a seed value that means "random" rather than itself.
 RANDOM_SEED_SENTINEL = 0xFFFFFFFF
 

@@ -40,6 +40,10 @@ class Tokenizer:
         )
         return result
 
+    async def pieces(self, token_ids: Sequence[int]) -> list[bytes]:
+        result: list[bytes] = await self._run(lambda: [self._vocab.piece(t) for t in token_ids])
+        return result
+
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         result: str = await self._run(lambda: self._vocab.detokenize(token_ids))
         return result

@@ -16,7 +16,14 @@ from core.chat.types import (
     ToolRequest,
 )
 from core.engine.logprobs import SampledLogprob, TokenLogprob
-from core.engine.types import ChoiceEnd, FinishReason, GenerationResult, LoadProgress, TokenChunk
+from core.engine.types import (
+    ChoiceEnd,
+    EngineStats,
+    FinishReason,
+    GenerationResult,
+    LoadProgress,
+    TokenChunk,
+)
 from core.metadata.types import ModelFormat, ModelMetadata
 
 _FORMATS = {
@@ -58,6 +65,38 @@ def metadata_to_pb(meta: ModelMetadata) -> models_pb2.ModelMetadata:
         has_chat_template=meta.has_chat_template,
         name=meta.name,
     )
+
+
+def stats_to_pb(stats: EngineStats) -> models_pb2.ModelStats:
+    return models_pb2.ModelStats(
+        queue_depth=stats.queue_depth,
+        active_sequences=stats.active_sequences,
+        slots=stats.slots,
+        prefill_tokens=stats.prefill_tokens,
+        decode_tokens=stats.decode_tokens,
+        prefix_cache_hit_tokens=stats.prefix_cache_hit_tokens,
+    )
+
+
+COMPACT_HEADER = "MODEL|QUANT|SIZE_MB|TENSORS|LAYERS|VOCAB"
+
+
+def compact_listing(models: Sequence[models_pb2.Model]) -> str:
+    """One line per model, MODEL|QUANT|SIZE_MB|TENSORS|LAYERS|VOCAB, after a header line;
+    a model whose file could not be read has only its id."""
+    lines = [COMPACT_HEADER]
+    for model in models:
+        if not model.HasField("metadata"):
+            lines.append(f"{model.id}|||||")
+            continue
+        meta = model.metadata
+        size_mb = f"{meta.file_size_bytes / 1_000_000:.1f}"
+        layers = str(meta.layer_count) if meta.layer_count else ""
+        vocab = str(meta.vocab_size) if meta.vocab_size else ""
+        lines.append(
+            f"{model.id}|{meta.quantization}|{size_mb}|{meta.tensor_count}|{layers}|{vocab}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def progress_to_pb(event: LoadProgress) -> models_pb2.LoadModelResponse:

@@ -107,13 +107,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.TokenizeResponse:
         add_special = request.add_special if request.HasField("add_special") else True
-        ids = await self._inference.tokenize(
+        ids, pieces = await self._inference.tokenize(
             request.model_id,
             request.text,
             add_special=add_special,
             parse_special=request.parse_special,
+            with_pieces=request.with_pieces,
         )
-        return inference_pb2.TokenizeResponse(token_ids=ids)
+        return inference_pb2.TokenizeResponse(token_ids=ids, pieces=pieces)
 
     async def Detokenize(
         self, request: inference_pb2.DetokenizeRequest, context: grpc.aio.ServicerContext

@@ -12,7 +12,13 @@ from core.engine_factory import EngineFactory
 from core.errors import MinervaError
 from core.manager import ModelManager
 from core.registry import ModelSpec, Registry, fingerprint
-from core.services.convert import LOAD_STATES, metadata_to_pb, progress_to_pb
+from core.services.convert import (
+    LOAD_STATES,
+    compact_listing,
+    metadata_to_pb,
+    progress_to_pb,
+    stats_to_pb,
+)
 
 
 class ModelCatalog:
@@ -46,16 +52,21 @@ class ModelCatalog:
             model.load_state = models_pb2.LOAD_STATE_FAILED
             return model
         model.metadata.CopyFrom(metadata_to_pb(header.metadata))
+        stats = self.manager.stats(spec.id)
+        if stats is not None:
+            model.stats.CopyFrom(stats_to_pb(stats))
         sizing = self.factory.sizing(spec, header)
         model.context_size = sizing.context_size
         model.slots = sizing.slots
         model.kv_cache_tokens = sizing.kv_cache_tokens
         return model
 
-    def list_all(self) -> models_pb2.ListModelsResponse:
+    def list_all(self, compact: bool = False) -> models_pb2.ListModelsResponse:
         self.registry.rescan()
         models = [self.describe(s, strict=False) for s in self.registry.specs()]
-        return models_pb2.ListModelsResponse(models=models)
+        return models_pb2.ListModelsResponse(
+            models=models, compact=compact_listing(models) if compact else ""
+        )
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
@@ -66,7 +77,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.ListModelsResponse:
         # Scanning the directory and cold header reads are file I/O: off the event loop.
-        return await asyncio.to_thread(self._catalog.list_all)
+        return await asyncio.to_thread(self._catalog.list_all, request.compact)
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext

@@ -8,17 +8,16 @@ from typing import Any
 
 import numpy as np
 from minerva.v1 import inference_pb2
-
-from core.engine.grammar import check_constraint_size
-from core.engine.sampling import (
+from minerva.v1.limits import (
     LOGIT_BIAS_LIMIT,
     MAX_CHOICES,
     MAX_STOP_CHARS,
     MAX_STOPS,
     MAX_TOP_LOGPROBS,
-    RANDOM_SEED_SENTINEL,
-    Sampling,
 )
+
+from core.engine.grammar import check_constraint_size
+from core.engine.sampling import RANDOM_SEED_SENTINEL, Sampling
 from core.errors import InvalidRequest
 
 # (field, low, high, low inclusive): every optional float field of SamplingParams.

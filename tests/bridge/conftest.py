@@ -148,6 +148,26 @@ class FakeInference:
         self.called.set()
         return self.calls[-1]
 
+    async def Tokenize(self, request: Any, metadata: Any = ()) -> inference_pb2.TokenizeResponse:
+        """Token i of the text is its i-th byte; pieces are those bytes."""
+        self.requests.append(request)
+        data = request.text.encode()
+        pieces = [bytes([b]) for b in data] if request.with_pieces else []
+        return inference_pb2.TokenizeResponse(token_ids=list(data), pieces=pieces)
+
+    async def Detokenize(
+        self, request: Any, metadata: Any = ()
+    ) -> inference_pb2.DetokenizeResponse:
+        self.requests.append(request)
+        return inference_pb2.DetokenizeResponse(text=bytes(request.token_ids).decode())
+
+    async def ApplyChatTemplate(
+        self, request: Any, metadata: Any = ()
+    ) -> inference_pb2.ApplyChatTemplateResponse:
+        self.requests.append(request)
+        prompt = "".join(f"<{m.role}>{m.content}" for m in request.messages)
+        return inference_pb2.ApplyChatTemplateResponse(prompt=prompt, prompt_tokens=len(prompt))
+
     async def Embed(self, request: Any, metadata: Any = ()) -> inference_pb2.EmbedResponse:
         self.requests.append(request)
         self.metadata.append(metadata)
@@ -189,11 +209,19 @@ class FakeModels:
 
     models: list[models_pb2.Model] = field(default_factory=lambda: [sample_model()])
     error: Exception | None = None
+    requests: list[Any] = field(default_factory=list)
 
-    async def ListModels(self, request: Any, metadata: Any = ()) -> models_pb2.ListModelsResponse:
+    async def ListModels(
+        self,
+        request: Any,
+        metadata: Any = (),
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> models_pb2.ListModelsResponse:
         if self.error:
             raise self.error
-        return models_pb2.ListModelsResponse(models=self.models)
+        self.requests.append(request)
+        compact = "MODEL|QUANT|SIZE_MB|TENSORS|LAYERS|VOCAB\n" if request.compact else ""
+        return models_pb2.ListModelsResponse(models=self.models, compact=compact)
 
     async def GetModel(self, request: Any, metadata: Any = ()) -> models_pb2.GetModelResponse:
         if self.error:

@@ -10,10 +10,10 @@ import grpc
 import pytest
 from aiohttp.test_utils import TestClient
 from minerva.v1 import inference_pb2
+from minerva.v1.limits import MAX_CONSTRAINT_BYTES
 
 from rest_bridge import protocol
 from rest_bridge.errors import BadRequest
-from rest_bridge.structured import MAX_CONSTRAINT_BYTES
 from tests.bridge.conftest import MODEL_ID, FakeCore, rpc_error
 
 CITY = {

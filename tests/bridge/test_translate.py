@@ -117,11 +117,11 @@ def test_model_object_has_metadata_and_stays_small() -> None:
         "model",
         "minerva",
     )
+    assert (body["quantization"], body["file_size_mb"], body["tensor_count"]) == ("Q4_1", 98.0, 272)
+    assert (body["permission"], body["root"], body["parent"]) == ([], body["id"], None)
     meta = body["minerva"]
     assert meta["format"] == "gguf"
-    assert meta["quantization"] == "Q4_1"
-    assert meta["file_size_mb"] == 98.0
-    assert (meta["tensor_count"], meta["layer_count"], meta["vocab_size"]) == (272, 30, 49152)
+    assert (meta["layer_count"], meta["vocab_size"]) == (30, 49152)
     assert meta["context_length"] == 8192
     assert meta["load_state"] == "loaded"
     assert meta["error"] is None

@@ -27,7 +27,7 @@ RECOVERY_TIMEOUT_S = 60.0
         ({"temperature": 5}, "temperature"),
         ({"temperature": "hot"}, "temperature"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": [str(i) for i in range(17)]}, "stop"),
         ({"logit_bias": {"999999": 5}}, "logit_bias"),
         ({"messages": []}, "messages"),
     ],

@@ -274,3 +274,18 @@ def test_resolve_max_tokens_prompt_param_is_the_callers() -> None:
     with pytest.raises(InvalidRequest) as info:
         resolve_max_tokens(20, None, 16, prompt_param="messages")
     assert info.value.param == "messages"
+
+
+def test_the_bridge_and_the_core_take_their_limits_from_the_contract() -> None:
+    # One source of truth: both sides read minerva.v1.limits, none keeps its own copy.
+    import inspect
+
+    from minerva.v1 import limits
+
+    from core.services import sampling as core_sampling
+    from rest_bridge import protocol, structured
+
+    for module in (core_sampling, protocol, structured):
+        assert "minerva.v1.limits import" in inspect.getsource(module)
+    assert protocol.MAX_STOPS == core_sampling.MAX_STOPS == limits.MAX_STOPS
+    assert structured.MAX_CONSTRAINT_BYTES == limits.MAX_CONSTRAINT_BYTES

@@ -7,10 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from minerva.v1.limits import MAX_TOOLS
+
 from core.chat.types import ChatMessage, Tool, ToolChoiceMode, ToolRequest
 from core.errors import InvalidRequest
 
-MAX_TOOLS = 128
 # OpenAI's rule for function names.
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}

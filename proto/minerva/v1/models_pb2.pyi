@@ -71,7 +71,7 @@ class ModelMetadata(_message.Message):
     def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[str] = ..., quantization: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., tensor_count: _Optional[int] = ..., layer_count: _Optional[int] = ..., embedding_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., parameter_count: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix", "slots", "kv_cache_tokens")
+    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix", "slots", "kv_cache_tokens", "stats")
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     LOAD_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class Model(_message.Message):
     MODIFIED_UNIX_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     id: str
     metadata: ModelMetadata
     load_state: LoadState
@@ -96,17 +97,38 @@ class Model(_message.Message):
     modified_unix: int
     slots: int
     kv_cache_tokens: int
-    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ..., slots: _Optional[int] = ..., kv_cache_tokens: _Optional[int] = ...) -> None: ...
+    stats: ModelStats
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ..., slots: _Optional[int] = ..., kv_cache_tokens: _Optional[int] = ..., stats: _Optional[_Union[ModelStats, _Mapping]] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("queue_depth", "active_sequences", "slots", "prefill_tokens", "decode_tokens", "prefix_cache_hit_tokens")
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_CACHE_HIT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    queue_depth: int
+    active_sequences: int
+    slots: int
+    prefill_tokens: int
+    decode_tokens: int
+    prefix_cache_hit_tokens: int
+    def __init__(self, queue_depth: _Optional[int] = ..., active_sequences: _Optional[int] = ..., slots: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., decode_tokens: _Optional[int] = ..., prefix_cache_hit_tokens: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("compact",)
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
+    compact: bool
+    def __init__(self, compact: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "compact")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    compact: str
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., compact: _Optional[str] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("model_id",)

@@ -1,0 +1,185 @@
+"""GET /metrics in Prometheus text format: the bridge's own counters and the core's per model.
+
+The bridge counts requests by endpoint and status, and prompt and completion tokens by model;
+time to first token and inter-token latency are the core's measurements, taken from each
+generation's final message. The core's per-model gauges and totals (ModelStats) are read with
+ListModels at scrape time, so a scrape always shows the core as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from minerva.v1 import inference_pb2, models_pb2
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rest_bridge.app_keys import CLIENT, METRICS
+from rest_bridge.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SCRAPE_TIMEOUT_S = 2.0
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+
+
+class CoreModels(Collector):
+    """The core's ModelStats from the last scrape's ListModels, as Prometheus families."""
+
+    def __init__(self) -> None:
+        self.models: Sequence[models_pb2.Model] = ()
+        self.up = False
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "minerva_core_up", "1 when the bridge's last ListModels reached the core", int(self.up)
+        )
+        loaded = GaugeMetricFamily(
+            "minerva_core_model_loaded", "1 while the model is loaded", labels=["model"]
+        )
+        gauges = {
+            name: GaugeMetricFamily(f"minerva_core_{name}", text, labels=["model"])
+            for name, text in (
+                ("queue_depth", "Requests waiting for a slot"),
+                ("active_sequences", "Sequences generating or reading their prompt"),
+                ("slots", "Sequences the model generates at once"),
+            )
+        }
+        totals = {
+            name: CounterMetricFamily(f"minerva_core_{name}", text, labels=["model"])
+            for name, text in (
+                ("prefill_tokens", "Prompt tokens evaluated since the model loaded"),
+                ("decode_tokens", "Tokens generated since the model loaded"),
+                ("prefix_cache_hit_tokens", "Prompt tokens reused from cached prefixes"),
+            )
+        }
+        for model in self.models:
+            loaded.add_metric([model.id], int(model.load_state == models_pb2.LOAD_STATE_LOADED))
+            if not model.HasField("stats"):
+                continue
+            for name, gauge in gauges.items():
+                gauge.add_metric([model.id], getattr(model.stats, name))
+            for name, total in totals.items():
+                total.add_metric([model.id], getattr(model.stats, name))
+        yield loaded
+        yield from gauges.values()
+        yield from totals.values()
+
+
+class BridgeMetrics:
+    """Everything /metrics shows; one per application (no global registry)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "minerva_bridge_requests",
+            "HTTP requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "minerva_prompt_tokens",
+            "Prompt tokens of answered requests",
+            ["model"],
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "minerva_completion_tokens",
+            "Tokens generated for answered requests",
+            ["model"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "minerva_time_to_first_token_seconds",
+            "From a request's arrival in the core to its first generated token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "minerva_inter_token_latency_seconds",
+            "Time per generated token after the first (each request's mean, once per token)",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.core = CoreModels()
+        self.registry.register(self.core)
+
+    def observe_generation(self, model: str, final: inference_pb2.GenerationFinal) -> None:
+        """Counts a finished generation's tokens and latencies (the core's timings)."""
+        usage, timings = final.usage, final.timings
+        self.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+        self.completion_tokens.labels(model).inc(usage.completion_tokens)
+        if timings.time_to_first_token_ms > 0:
+            self.time_to_first_token.labels(model).observe(timings.time_to_first_token_ms / 1000)
+        choices = max(len(final.choices), 1)
+        after_first = usage.completion_tokens - choices
+        if after_first > 0 and timings.decode_ms > 0:
+            per_token = timings.decode_ms / 1000 / after_first * choices
+            histogram = self.inter_token_latency.labels(model)
+            for _ in range(after_first):
+                histogram.observe(per_token)
+
+    def observe_embedding(self, model: str, prompt_tokens: int) -> None:
+        self.prompt_tokens.labels(model).inc(prompt_tokens)
+
+
+def endpoint_of(request: web.Request) -> str:
+    """The route's pattern (never the raw path: ids would make unbounded label values)."""
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def metrics_middleware(metrics: BridgeMetrics) -> Middleware:
+    """Counts every answered request; outermost, so it sees the status clients got."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except ApiError as error:
+            status = error.status
+            raise
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        except ConnectionResetError:
+            status = 499
+            raise
+        finally:
+            metrics.requests.labels(endpoint_of(request), str(status)).inc()
+
+    return middleware
+
+
+async def scrape(request: web.Request) -> web.Response:
+    metrics, client = request.app[METRICS], request.app[CLIENT]
+    started = time.perf_counter()
+    try:
+        listing = await client.models.ListModels(
+            models_pb2.ListModelsRequest(), metadata=client.metadata, timeout=SCRAPE_TIMEOUT_S
+        )
+        metrics.core.models, metrics.core.up = list(listing.models), True
+    except grpc.aio.AioRpcError as error:
+        log.debug("metrics: core unavailable: %s", error.code().name)
+        metrics.core.models, metrics.core.up = (), False
+    log.debug("metrics: core read in %.1f ms", (time.perf_counter() - started) * 1000)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/metrics", scrape)

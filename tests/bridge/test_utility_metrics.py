@@ -1,0 +1,164 @@
+"""llama-server's /tokenize, /detokenize, /apply-template; the compact model list; /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient
+from minerva.v1 import models_pb2
+
+from tests.bridge.conftest import MODEL_ID, FakeCore, MakeBridge, rpc_error, sample_model
+
+
+async def post(bridge: TestClient, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    response = await bridge.post(path, json=body)
+    return response.status, await response.json()
+
+
+async def test_tokenize_defaults_as_llama_server(bridge: TestClient, core: FakeCore) -> None:
+    status, body = await post(bridge, "/tokenize", {"content": "Hi"})
+    assert (status, body) == (200, {"tokens": [72, 105]})
+    [sent] = core.inference.requests
+    assert (sent.model_id, sent.text) == (MODEL_ID, "Hi")
+    assert (sent.add_special, sent.parse_special, sent.with_pieces) == (False, True, False)
+
+
+async def test_tokenize_with_pieces_gives_text_or_bytes(bridge: TestClient, core: FakeCore) -> None:
+    status, body = await post(
+        bridge, "/tokenize", {"content": "aé", "with_pieces": True, "model": "other"}
+    )
+    assert status == 200
+    # "é" is two bytes, each a token here: neither is UTF-8 text alone.
+    assert body["tokens"] == [
+        {"id": 97, "piece": "a"},
+        {"id": 195, "piece": [195]},
+        {"id": 169, "piece": [169]},
+    ]
+    assert core.inference.requests[0].model_id == "other"
+
+
+async def test_detokenize_and_apply_template(bridge: TestClient, core: FakeCore) -> None:
+    assert await post(bridge, "/detokenize", {"tokens": [72, 105]}) == (200, {"content": "Hi"})
+    assert await post(bridge, "/detokenize", {"tokens": []}) == (200, {"content": ""})
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    status, body = await post(bridge, "/apply-template", {"messages": messages})
+    assert (status, body) == (200, {"prompt": "<system>Be brief.<user>Hi"})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/tokenize", {}, "content"),
+        ("/tokenize", {"content": 5}, "content"),
+        ("/tokenize", {"content": "x", "with_pieces": "yes"}, "with_pieces"),
+        ("/detokenize", {"tokens": ["a"]}, "tokens"),
+        ("/apply-template", {"messages": []}, "messages"),
+        ("/apply-template", {"messages": [{"role": "user", "content": "x"}], "tools": 3}, "tools"),
+    ],
+)
+async def test_bad_utility_bodies_are_400(
+    bridge: TestClient, path: str, body: dict[str, Any], param: str
+) -> None:
+    status, answer = await post(bridge, path, body)
+    assert (status, answer["error"]["param"]) == (400, param)
+
+
+async def test_without_a_model_the_only_one_is_used_else_400(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    core.models.models = [sample_model("a"), sample_model("b")]
+    status, body = await post(bridge, "/tokenize", {"content": "x"})
+    assert (status, body["error"]["param"]) == (400, "model")
+    assert "2 models" in body["error"]["message"]
+
+
+async def test_compact_model_list(bridge: TestClient, core: FakeCore) -> None:
+    response = await bridge.get("/v1/models?format=compact")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    assert (await response.text()).startswith("MODEL|QUANT|SIZE_MB|TENSORS|LAYERS|VOCAB\n")
+    assert core.models.requests[-1].compact
+    bad = await bridge.get("/v1/models?format=yaml")
+    assert bad.status == 400 and (await bad.json())["error"]["param"] == "format"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text page."""
+    shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{shown}}} " if labels else f"{name} "
+    values = [float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)]
+    assert len(values) == 1, (prefix, text)
+    return values[0]
+
+
+async def test_metrics_count_requests_tokens_and_latency(bridge: TestClient) -> None:
+    chat = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
+    assert (await bridge.post("/v1/chat/completions", json=chat)).status == 200
+    assert (await bridge.post("/v1/chat/completions", json={**chat, "stream": True})).status == 200
+    assert (await bridge.post("/v1/chat/completions", json={"model": MODEL_ID})).status == 400
+    response = await bridge.get("/metrics")
+    assert response.status == 200 and response.content_type == "text/plain"
+    page = await response.text()
+    requests = "minerva_bridge_requests_total"
+    assert metric(page, requests, endpoint="/v1/chat/completions", status="200") == 2
+    assert metric(page, requests, endpoint="/v1/chat/completions", status="400") == 1
+    # The fake core's final: 7 prompt and 3 completion tokens per answer.
+    assert metric(page, "minerva_prompt_tokens_total", model=MODEL_ID) == 14
+    assert metric(page, "minerva_completion_tokens_total", model=MODEL_ID) == 6
+
+
+async def test_metrics_show_the_cores_model_stats(bridge: TestClient, core: FakeCore) -> None:
+    loaded = sample_model()
+    loaded.stats.CopyFrom(
+        models_pb2.ModelStats(
+            queue_depth=3, active_sequences=5, slots=8, prefix_cache_hit_tokens=1234
+        )
+    )
+    core.models.models = [loaded, sample_model("cold")]
+    core.models.models[1].load_state = models_pb2.LOAD_STATE_UNLOADED
+    page = await (await bridge.get("/metrics")).text()
+    assert metric(page, "minerva_core_up") == 1
+    assert metric(page, "minerva_core_queue_depth", model=MODEL_ID) == 3
+    assert metric(page, "minerva_core_active_sequences", model=MODEL_ID) == 5
+    assert metric(page, "minerva_core_prefix_cache_hit_tokens_total", model=MODEL_ID) == 1234
+    assert metric(page, "minerva_core_model_loaded", model="cold") == 0
+    assert 'minerva_core_queue_depth{model="cold"}' not in page
+
+
+async def test_metrics_answer_when_the_core_is_down(bridge: TestClient, core: FakeCore) -> None:
+    core.models.error = rpc_error(grpc.StatusCode.UNAVAILABLE, "down")
+    response = await bridge.get("/metrics")
+    assert response.status == 200
+    assert metric(await response.text(), "minerva_core_up") == 0
+
+
+async def test_metrics_need_the_key_when_keys_are_set(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(api_keys=("k1",))
+    assert (await bridge.get("/metrics")).status == 401
+    assert (await bridge.get("/metrics", headers={"Authorization": "Bearer k1"})).status == 200
+
+
+def test_latency_histograms_use_the_cores_timings() -> None:
+    from minerva.v1 import inference_pb2
+    from prometheus_client import generate_latest
+
+    from rest_bridge.metrics import BridgeMetrics
+
+    counters = BridgeMetrics()
+    final = inference_pb2.GenerationFinal(
+        usage=inference_pb2.Usage(prompt_tokens=5, completion_tokens=11),
+        timings=inference_pb2.Timings(time_to_first_token_ms=30.0, decode_ms=200.0),
+        choices=[inference_pb2.ChoiceEnd(index=0)],
+    )
+    counters.observe_generation("m", final)
+    page = generate_latest(counters.registry).decode()
+    assert metric(page, "minerva_time_to_first_token_seconds_sum", model="m") == 0.03
+    assert metric(page, "minerva_time_to_first_token_seconds_count", model="m") == 1
+    # Ten tokens after the first, 20 ms each.
+    assert metric(page, "minerva_inter_token_latency_seconds_count", model="m") == 10
+    assert metric(page, "minerva_inter_token_latency_seconds_sum", model="m") == pytest.approx(0.2)
+    bucket = "minerva_inter_token_latency_seconds_bucket"
+    assert metric(page, bucket, le="0.01", model="m") == 0
+    assert metric(page, bucket, le="0.04", model="m") == 10
