@@ -76,3 +76,74 @@ def test_grammar_the_core_cannot_compile_is_400_on_grammar(own_client: openai.Op
         )
     assert caught.value.status_code == 400
     assert caught.value.body["param"] == "grammar"  # type: ignore[index]
+
+
+NESTED_FORMAT: ResponseFormatJSONSchema = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "trip",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "city": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 30},
+                        "country": {"type": "string", "maxLength": 30},
+                    },
+                    "required": ["name", "country"],
+                    "additionalProperties": False,
+                },
+                "sights": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": 40},
+                    "minItems": 1,
+                    "maxItems": 3,
+                },
+            },
+            "required": ["city", "sights"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_json_schema_with_nested_objects_and_arrays(own_client: openai.OpenAI) -> None:
+    reply = own_client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Plan a day in Paris: the city and three sights."}],
+        response_format=NESTED_FORMAT,
+        temperature=0,
+        max_tokens=150,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    trip = json.loads(reply.choices[0].message.content or "")
+    assert set(trip) == {"city", "sights"}
+    assert set(trip["city"]) == {"name", "country"}
+    assert all(isinstance(v, str) for v in trip["city"].values())
+    assert 1 <= len(trip["sights"]) <= 3 and all(isinstance(s, str) for s in trip["sights"])
+
+
+def test_response_format_on_completions(own_client: openai.OpenAI) -> None:
+    reply = own_client.completions.create(
+        model=MODEL,
+        prompt="A JSON object describing a cat:",
+        temperature=0,
+        max_tokens=60,
+        extra_body={"response_format": {"type": "json_schema", "json_schema": CAT}},
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    cat = json.loads(reply.choices[0].text)
+    assert set(cat) == {"name", "age"} and isinstance(cat["age"], int)
+
+
+CAT = {
+    "name": "cat",
+    "schema": {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    },
+}
