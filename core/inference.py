@@ -21,6 +21,7 @@ from core.engine.base import Engine
 from core.engine.sampling import Sampling, check_token_ids, resolve_max_tokens
 from core.engine.types import GenerationEvent, GenerationRequest
 from core.errors import InvalidRequest
+from core.keep_alive import UNCHANGED, Default, KeepAlive
 from core.manager import ModelManager
 from core.registry import Registry
 
@@ -43,13 +44,14 @@ class Inference:
         add_special: bool,
         sampling: Sampling,
         session: str = "",
+        keep_alive: KeepAlive | Default = UNCHANGED,
     ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
         _check_session(session)
         if not prompt:
             raise InvalidRequest("prompt must not be empty", param="prompt")
-        async with self._manager.lease(model_id) as engine:
+        async with self._manager.lease(model_id, keep_alive) as engine:
             if isinstance(prompt, str):
                 tokens = await engine.tokenizer.tokenize(prompt, add_special, parse_special=False)
             else:
@@ -67,13 +69,14 @@ class Inference:
         sampling: Sampling,
         session: str = "",
         tools: ToolRequest = NO_TOOLS,
+        keep_alive: KeepAlive | Default = UNCHANGED,
     ) -> AsyncGenerator[ChatEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
         validate_messages(messages)
         functions = _checked_tools(tools, sampling)
         _check_session(session)
-        async with self._manager.lease(model_id) as engine:
+        async with self._manager.lease(model_id, keep_alive) as engine:
             plan = await self._plan(model_id, engine, messages, tools, functions, sampling)
             if plan.grammar:
                 sampling = replace(sampling, grammar=plan.grammar, json_schema="")
@@ -171,7 +174,12 @@ class Inference:
         return self._manager.fingerprint(model_id)
 
     async def embed(
-        self, model_id: str, inputs: Sequence[Prompt], *, normalize: bool
+        self,
+        model_id: str,
+        inputs: Sequence[Prompt],
+        *,
+        normalize: bool,
+        keep_alive: KeepAlive | Default = UNCHANGED,
     ) -> tuple[list[list[float]], int]:
         """One vector per input, and the number of input tokens."""
         self._registry.get(model_id)
@@ -181,7 +189,7 @@ class Inference:
             raise InvalidRequest(
                 f"{len(inputs)} inputs; at most {MAX_EMBED_INPUTS} per request", param="inputs"
             )
-        async with self._manager.lease(model_id) as engine:
+        async with self._manager.lease(model_id, keep_alive) as engine:
             token_lists = []
             for item in inputs:
                 if isinstance(item, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from core.errors import (
     ShuttingDown,
     UnsupportedModel,
 )
+from core.keep_alive import UNCHANGED, Default, KeepAlive, idle_ttl, reap_interval
 from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class _Slot:
     # The last load's error and the file it was tried on; answered again until the file changes.
     failure: MinervaError | None = None
     failed_file: str = ""
+    # What the last request that said so asked for (core.keep_alive); None: the server's TTL.
+    keep_alive: KeepAlive = None
 
     @property
     def holds_memory(self) -> bool:
@@ -85,6 +89,8 @@ class ModelManager:
         self._on_state = on_state or (lambda _id, _state: None)
         self._slots: dict[str, _Slot] = {}
         self._lock = asyncio.Lock()  # guards budget decisions: evict-then-start-load
+        self._reaps: set[asyncio.Task[list[str]]] = set()
+        self._reaper_wake = asyncio.Event()
 
     def _slot(self, model_id: str) -> _Slot:
         spec = self._registry.get(model_id)
@@ -115,10 +121,16 @@ class ModelManager:
         return (slot.state, slot.error) if slot else ("unloaded", "")
 
     @contextlib.asynccontextmanager
-    async def lease(self, model_id: str) -> AsyncIterator[Engine]:
-        """The model's engine, loaded on first use, kept from eviction while the lease is held."""
+    async def lease(
+        self, model_id: str, keep_alive: KeepAlive | Default = UNCHANGED
+    ) -> AsyncIterator[Engine]:
+        """The model's engine, loaded on first use, kept from eviction while the lease is held.
+        `keep_alive` (from a request) sets how long it stays loaded once idle."""
         slot = self._slot(model_id)
         slot.leases += 1
+        if not isinstance(keep_alive, Default):
+            slot.keep_alive = keep_alive
+            self._reaper_wake.set()  # the reaper may need to look sooner
         try:
             engine = await self._ensure_loaded(slot)
             slot.last_used = time.monotonic()
@@ -126,14 +138,49 @@ class ModelManager:
         finally:
             slot.leases -= 1
             slot.last_used = time.monotonic()
+            if slot.leases == 0 and self._ttl_of(slot) == 0:
+                self._spawn_reap()
 
-    async def load(self, model_id: str) -> AsyncIterator[LoadProgress]:
+    def _ttl_of(self, slot: _Slot) -> float:
+        return math.inf if slot.spec.pinned else idle_ttl(slot.keep_alive, self._ttl)
+
+    def _spawn_reap(self) -> None:
+        """Unload what keep_alive 0 released, soon, outside the request that released it."""
+        task = asyncio.ensure_future(self.reap_idle())
+        self._reaps.add(task)
+        task.add_done_callback(self._reaps.discard)
+
+    def expires_at(self, model_id: str) -> float | None:
+        """When the loaded model will be unloaded if it stays idle (Unix time, counted from now
+        while in use); None when it is not loaded or never expires."""
+        slot = self._slots.get(model_id)
+        if slot is None or slot.engine is None:
+            return None
+        ttl = self._ttl_of(slot)
+        if not math.isfinite(ttl):
+            return None
+        in_use = slot.leases > 0 or slot.engine.busy
+        idle_since = time.monotonic() if in_use else slot.last_used
+        return time.time() + (idle_since + ttl - time.monotonic())
+
+    def memory_bytes(self, model_id: str) -> int:
+        """Memory the loaded model holds (its estimate: weights, KV cache, prompt cache)."""
+        slot = self._slots.get(model_id)
+        return slot.estimate if slot is not None and slot.engine is not None else 0
+
+    async def load(
+        self, model_id: str, keep_alive: KeepAlive | Default = UNCHANGED
+    ) -> AsyncIterator[LoadProgress]:
         """Load (or join the load of) a model, yielding progress, ending with a "ready" event.
 
         A model whose load failed fails again at once, with the same error, until its file or
         its configuration changes (or the server restarts): an unchanged file would fail again.
         """
         slot = self._slot(model_id)
+        if not isinstance(keep_alive, Default):
+            slot.keep_alive = keep_alive
+            slot.last_used = time.monotonic()
+            self._reaper_wake.set()
         if slot.engine is not None:
             yield LoadProgress("ready", 1.0, "already loaded")
             return
@@ -192,6 +239,7 @@ class ModelManager:
             self._failed(slot, reason, error, tried_on)
             raise error from exc
         log.info("model %s loaded (%.0f MB)", spec.id, engine.memory_bytes / 2**20)
+        self._reaper_wake.set()  # its TTL may be the shortest now
         self._on_state(spec.id, "loaded")
         return engine
 
@@ -297,22 +345,24 @@ class ModelManager:
                 log.error("pinned model %s did not load: %s", spec.id, exc.message)
 
     async def reap_idle(self) -> list[str]:
-        """Unload models idle longer than the TTL (never pinned or busy ones)."""
+        """Unload models idle at least their TTL (never pinned or busy ones)."""
         now, freed = time.monotonic(), []
         for slot in list(self._slots.values()):
             idle = slot.engine is not None and slot.leases == 0 and not slot.engine.busy
-            if idle and not slot.spec.pinned and now - slot.last_used > self._ttl:
+            if idle and now - slot.last_used >= self._ttl_of(slot):
                 await self._free(slot)
                 freed.append(slot.spec.id)
+                log.info("unloaded %s after %.1f s idle", slot.spec.id, now - slot.last_used)
         return freed
 
     async def run_reaper(self) -> None:
-        if self._ttl <= 0:
-            return
         while True:
-            await asyncio.sleep(min(self._ttl / 2, 30.0))
-            for model_id in await self.reap_idle():
-                log.info("unloaded %s after %.0f s idle", model_id, self._ttl)
+            loaded = [s for s in self._slots.values() if s.engine is not None]
+            interval = reap_interval([self._ttl_of(s) for s in loaded])
+            self._reaper_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reaper_wake.wait(), interval)
+            await self.reap_idle()
 
     def abort_all(self) -> None:
         """Stop every generation in progress (shutdown grace period over)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from minerva.v1 import inference_pb2, models_pb2
 
@@ -24,6 +26,8 @@ from core.engine.types import (
     LoadProgress,
     TokenChunk,
 )
+from core.errors import InvalidRequest
+from core.keep_alive import UNCHANGED, Default, KeepAlive
 from core.metadata.types import ModelFormat, ModelMetadata
 
 _FORMATS = {
@@ -206,6 +210,16 @@ def tool_request_from_pb(
         choice=ToolChoice(mode, choice.function_name if choice is not None else ""),
         parallel=True if parallel is None else parallel,
     )
+
+
+def keep_alive_from_pb(request: Any) -> KeepAlive | Default:
+    """A request's keep_alive_seconds; UNCHANGED when unset. NaN is refused."""
+    if not request.HasField("keep_alive_seconds"):
+        return UNCHANGED
+    value = float(request.keep_alive_seconds)
+    if math.isnan(value):
+        raise InvalidRequest("keep_alive_seconds must be a number", param="keep_alive_seconds")
+    return value
 
 
 def prompt_from_pb(request: inference_pb2.GenerateRequest) -> str | list[int]:

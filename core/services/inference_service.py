@@ -17,6 +17,7 @@ from core.services.convert import (
     chunk_fields,
     embed_inputs_from_pb,
     final_fields,
+    keep_alive_from_pb,
     messages_from_pb,
     prompt_from_pb,
     tool_request_from_pb,
@@ -41,6 +42,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             add_special=add_special,
             sampling=sampling,
             session=request.session_id,
+            keep_alive=keep_alive_from_pb(request),
         )
         async for message in self._stream(request.model_id, events, inference_pb2.GenerateResponse):
             yield message
@@ -55,6 +57,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             sampling,
             session=request.session_id,
             tools=_tool_request(request),
+            keep_alive=keep_alive_from_pb(request),
         )
         async for message in self._stream(request.model_id, events, inference_pb2.ChatResponse):
             yield message
@@ -96,7 +99,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> inference_pb2.EmbedResponse:
         normalize = request.normalize if request.HasField("normalize") else True
         vectors, tokens = await self._inference.embed(
-            request.model_id, embed_inputs_from_pb(list(request.inputs)), normalize=normalize
+            request.model_id,
+            embed_inputs_from_pb(list(request.inputs)),
+            normalize=normalize,
+            keep_alive=keep_alive_from_pb(request),
         )
         return inference_pb2.EmbedResponse(
             embeddings=[inference_pb2.Embedding(values=v) for v in vectors],

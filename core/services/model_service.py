@@ -15,6 +15,7 @@ from core.registry import ModelSpec, Registry, fingerprint
 from core.services.convert import (
     LOAD_STATES,
     compact_listing,
+    keep_alive_from_pb,
     metadata_to_pb,
     progress_to_pb,
     stats_to_pb,
@@ -55,6 +56,8 @@ class ModelCatalog:
         stats = self.manager.stats(spec.id)
         if stats is not None:
             model.stats.CopyFrom(stats_to_pb(stats))
+            model.memory_bytes = self.manager.memory_bytes(spec.id)
+            model.expires_unix = self.manager.expires_at(spec.id) or 0.0
         sizing = self.factory.sizing(spec, header)
         model.context_size = sizing.context_size
         model.slots = sizing.slots
@@ -90,7 +93,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self, request: models_pb2.LoadModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[models_pb2.LoadModelResponse]:
         spec = self._catalog.registry.get(request.model_id)
-        async for event in self._catalog.manager.load(spec.id):
+        keep_alive = keep_alive_from_pb(request)
+        async for event in self._catalog.manager.load(spec.id, keep_alive):
             message = progress_to_pb(event)
             if event.stage == "ready":
                 message.model.CopyFrom(self._catalog.describe(spec, strict=True))
