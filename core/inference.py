@@ -7,7 +7,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from minerva.v1.limits import MAX_EMBED_INPUTS, MAX_SESSION_CHARS
@@ -15,6 +15,7 @@ from minerva.v1.limits import MAX_EMBED_INPUTS, MAX_SESSION_CHARS
 from core.chat.plan import ChatPlan, plan_chat
 from core.chat.templates import validate_messages
 from core.chat.tools.stream import ChatEvent, with_tool_calls
+from core.chat.tools.syntax import ToolSyntax, markers
 from core.chat.tools.validate import checked_functions
 from core.chat.types import ChatMessage, ToolRequest
 from core.engine.base import Engine
@@ -27,6 +28,21 @@ from core.registry import Registry
 
 Prompt = str | Sequence[int]
 NO_TOOLS = ToolRequest()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What a generation request says besides its prompt and sampling."""
+
+    # The client's conversation name: its slot is preferred.
+    session: str = ""
+    # How long the model stays loaded once idle (core.keep_alive).
+    keep_alive: KeepAlive | Default = UNCHANGED
+    # At most this many tokens (prompt + generated); None: the model's context.
+    context_limit: int | None = None
+
+
+DEFAULT_OPTIONS = RequestOptions()
 
 
 class Inference:
@@ -43,21 +59,20 @@ class Inference:
         *,
         add_special: bool,
         sampling: Sampling,
-        session: str = "",
-        keep_alive: KeepAlive | Default = UNCHANGED,
+        options: RequestOptions = DEFAULT_OPTIONS,
     ) -> AsyncGenerator[GenerationEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
-        _check_session(session)
+        _check_session(options.session)
         if not prompt:
             raise InvalidRequest("prompt must not be empty", param="prompt")
-        async with self._manager.lease(model_id, keep_alive) as engine:
+        async with self._manager.lease(model_id, options.keep_alive) as engine:
             if isinstance(prompt, str):
                 tokens = await engine.tokenizer.tokenize(prompt, add_special, parse_special=False)
             else:
                 tokens = list(prompt)
                 check_token_ids(tokens, engine.tokenizer.vocab_size, "prompt")
-            request = self._request(engine, tokens, sampling, arrived, "prompt", session)
+            request = self._request(engine, tokens, sampling, arrived, "prompt", options)
             async with contextlib.aclosing(engine.generate(request)) as events:
                 async for event in events:
                     yield event
@@ -67,24 +82,31 @@ class Inference:
         model_id: str,
         messages: Sequence[ChatMessage],
         sampling: Sampling,
-        session: str = "",
+        options: RequestOptions = DEFAULT_OPTIONS,
         tools: ToolRequest = NO_TOOLS,
-        keep_alive: KeepAlive | Default = UNCHANGED,
     ) -> AsyncGenerator[ChatEvent, None]:
         arrived = time.perf_counter()
         self._registry.get(model_id)
         validate_messages(messages)
         functions = _checked_tools(tools, sampling)
-        _check_session(session)
-        async with self._manager.lease(model_id, keep_alive) as engine:
+        _check_session(options.session)
+        async with self._manager.lease(model_id, options.keep_alive) as engine:
             plan = await self._plan(model_id, engine, messages, tools, functions, sampling)
             if plan.grammar:
-                sampling = replace(sampling, grammar=plan.grammar, json_schema="")
+                sampling = replace(
+                    sampling, grammar=plan.grammar, json_schema="", grammar_param="tools"
+                )
             tokens = await _prompt_tokens(engine, plan.prompt)
-            request = self._request(engine, tokens, sampling, arrived, "messages", session)
+            request = self._request(engine, tokens, sampling, arrived, "messages", options)
+            if plan.syntax is not None:
+                request = replace(request, preserved=await _marker_tokens(engine, plan.syntax))
             generated = engine.generate(request)
             events: AsyncGenerator[ChatEvent, None] = (
-                generated if plan.syntax is None else with_tool_calls(generated, plan.syntax)
+                generated
+                if plan.syntax is None
+                else with_tool_calls(
+                    generated, plan.syntax, frozenset(f["name"] for f in functions)
+                )
             )
             async with contextlib.aclosing(events) as stream:
                 async for event in stream:
@@ -144,7 +166,7 @@ class Inference:
         sampling: Sampling,
         arrived: float,
         prompt_param: str,
-        session: str,
+        options: RequestOptions,
     ) -> GenerationRequest:
         if not tokens:  # e.g. a template that renders nothing for a vocabulary without BOS
             raise InvalidRequest(f"the {prompt_param} produced no tokens", param=prompt_param)
@@ -156,7 +178,7 @@ class Inference:
                 param="sampling.n",
             )
         max_tokens = resolve_max_tokens(
-            len(tokens), sampling.max_tokens, engine.sequence_capacity, prompt_param=prompt_param
+            len(tokens), sampling.max_tokens, _capacity(engine, options), prompt_param=prompt_param
         )
         # n choices share the prompt's cells but each needs its own: all must fit the KV cache.
         room = (engine.kv_capacity - len(tokens)) // sampling.n
@@ -167,7 +189,9 @@ class Inference:
                 param="sampling.n",
             )
         max_tokens = min(max_tokens, room)
-        return GenerationRequest(tuple(tokens), sampling, max_tokens, arrived, sampling.n, session)
+        return GenerationRequest(
+            tuple(tokens), sampling, max_tokens, arrived, sampling.n, options.session
+        )
 
     def fingerprint(self, model_id: str) -> str:
         """Identifies the file the loaded model came from."""
@@ -180,8 +204,10 @@ class Inference:
         *,
         normalize: bool,
         keep_alive: KeepAlive | Default = UNCHANGED,
+        truncate: bool = False,
     ) -> tuple[list[list[float]], int]:
-        """One vector per input, and the number of input tokens."""
+        """One vector per input, and the number of input tokens; with `truncate`, inputs too
+        long for the model are cut to what it embeds at once."""
         self._registry.get(model_id)
         if not inputs:
             raise InvalidRequest("inputs must not be empty", param="inputs")
@@ -199,6 +225,8 @@ class Inference:
                 else:
                     check_token_ids(item, engine.tokenizer.vocab_size, "inputs")
                     token_lists.append(list(item))
+            if truncate:
+                token_lists = [t[: engine.embed_capacity] for t in token_lists]
             vectors = await engine.embed(token_lists, normalize)
         return vectors, sum(len(t) for t in token_lists)
 
@@ -223,6 +251,30 @@ class Inference:
         async with self._manager.lease(model_id) as engine:
             check_token_ids(token_ids, engine.tokenizer.vocab_size, "token_ids")
             return await engine.tokenizer.detokenize(token_ids)
+
+
+async def _marker_tokens(engine: Engine, syntax: ToolSyntax) -> frozenset[int]:
+    """The syntax's markers that this vocabulary holds as single (control) tokens."""
+    found = set()
+    for marker in markers(syntax):
+        ids = await engine.tokenizer.tokenize(marker, False, parse_special=True)
+        if len(ids) == 1:
+            found.add(ids[0])
+    return frozenset(found)
+
+
+def _capacity(engine: Engine, options: RequestOptions) -> int:
+    """Tokens this request may use: the model's context, or less when the request says so."""
+    limit = options.context_limit
+    if limit is None:
+        return engine.sequence_capacity
+    if not 1 <= limit <= engine.sequence_capacity:
+        raise InvalidRequest(
+            f"context_limit is {limit}; this model serves 1..{engine.sequence_capacity} tokens "
+            "per request (its context_size, set in the server's configuration)",
+            param="context_limit",
+        )
+    return limit
 
 
 async def _prompt_tokens(engine: Engine, prompt: str) -> list[int]:

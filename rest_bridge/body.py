@@ -29,7 +29,19 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type_name(body)}")
+    _check_surrogates(raw, body)
     return body
+
+
+def _check_surrogates(raw: bytes, body: dict[str, Any]) -> None:
+    """JSON may escape half a UTF-16 pair (\\ud800) alone; such a string is no text and would
+    fail wherever it is encoded. Only bodies holding such an escape are re-checked."""
+    if b"\\ud" not in raw.lower():
+        return
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadRequest("request body holds an invalid character (a lone surrogate)") from error
 
 
 def check_nesting(raw: bytes) -> None:

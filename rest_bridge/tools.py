@@ -55,8 +55,7 @@ def _tool(where: str, tool: Any) -> inference_pb2.Tool:
     prefix = f"{where}.function."
     name = get_str(function, "name", required=True, prefix=prefix)
     description = get_str(function, "description", prefix=prefix) or ""
-    # strict asks that calls follow the schema, which they always do here.
-    get_bool(function, "strict", prefix=prefix)
+    strict = get_bool(function, "strict", prefix=prefix)
     parameters = function.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise BadRequest(
@@ -67,6 +66,7 @@ def _tool(where: str, tool: Any) -> inference_pb2.Tool:
         name=name or "",
         description=description,
         parameters=json.dumps(parameters) if parameters is not None else "",
+        strict=bool(strict),
     )
 
 

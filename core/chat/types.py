@@ -32,6 +32,8 @@ class Tool:
     name: str
     description: str = ""
     parameters: str = ""
+    # Refuse schema keywords that cannot be enforced (else they only describe).
+    strict: bool = False
 
 
 class ToolChoiceMode(enum.Enum):

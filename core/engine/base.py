@@ -43,6 +43,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def embed_capacity(self) -> int:
+        """The most tokens one embedding input may have."""
+        ...
+
+    @property
     def kv_capacity(self) -> int:
         """Tokens the KV cache holds across all sequences (n choices share their prompt)."""
         ...

@@ -16,6 +16,7 @@ from typing import Any
 from llama_cpp.llama_grammar import SchemaConverter
 from minerva.v1.limits import MAX_CONSTRAINT_BYTES
 
+from core.engine.schema_checks import check_schema, rewrite_patterns
 from core.engine.vocab import Vocab
 from core.errors import InvalidRequest
 
@@ -24,15 +25,12 @@ MAX_GRAMMAR_BYTES = 256 * 1024
 MAX_GROUP_DEPTH = 128
 MAX_NAME_CHARS = 128
 MAX_REPEATS = 10_000  # the sum of all {m,n} bounds: each unit becomes a rule
-MAX_SCHEMA_BOUND = 1_000  # minLength, maxItems, ... and {m,n} in patterns
-_BOUND_KEYS = frozenset(
-    {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"}
-)
-_PATTERN_BOUND = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def resolve(grammar: str, json_schema: str, vocab: Vocab) -> str:
+def resolve(
+    grammar: str, json_schema: str, vocab: Vocab, grammar_param: str = "sampling.grammar"
+) -> str:
     """The GBNF text a request's constraint compiles to ("" for none); blocking, so run it off
     the event loop. InvalidRequest names the field when the input is refused. What clients may
     send is bounded where requests arrive (check_constraint_size); a grammar here may also be one
@@ -41,7 +39,7 @@ def resolve(grammar: str, json_schema: str, vocab: Vocab) -> str:
         field = "sampling.json_schema"
         grammar = schema_grammar(json_schema)
     elif grammar:
-        field = "sampling.grammar"
+        field = grammar_param
     else:
         return ""
     check_grammar(grammar, field)
@@ -75,17 +73,35 @@ def parse_schema(text: str, field: str) -> dict[str, Any] | bool:
     return schema
 
 
-def schema_rules(schema: dict[str, Any] | bool, prefix: str, field: str) -> str:
+def schema_rules(
+    schema: dict[str, Any] | bool, prefix: str, field: str, *, strict: bool = True
+) -> str:
     """GBNF rules for a JSON Schema. With a `prefix`, every rule name gets it, so several
-    schemas can share one grammar: the schema's own rule is then `{prefix}root`."""
-    _check_schema(schema, field)
-    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    schemas can share one grammar: the schema's own rule is then `{prefix}root`. `strict`:
+    keywords that cannot be enforced are refused (see core.engine.schema_checks)."""
+    check_schema(schema, field, strict=strict)
+    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
-        converter.visit(converter.resolve_refs(schema, "input"), "")
+        converter.visit(converter.resolve_refs(rewrite_patterns(schema), "input"), "")
         rules: str = converter.format_grammar()
     except Exception as exc:  # the converter's many failure modes all mean "unsupported schema"
         raise InvalidRequest(f"{field} is not supported: {exc!r}", param=field) from None
     return _prefixed(rules, prefix) if prefix else rules
+
+
+class _Converter(SchemaConverter):
+    r"""llama-cpp-python's converter with literals escaped in full: its own leaves backslashes
+    alone, so an enum value or property name holding `\` or `"` breaks the grammar."""
+
+    def _format_literal(self, literal: str) -> str:
+        escaped = (
+            literal.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\t", "\\t")
+        )
+        return f'"{escaped}"'
 
 
 def _prefixed(grammar: str, prefix: str) -> str:
@@ -162,32 +178,6 @@ def _skip_quoted(text: str, start: int, close: str) -> int:
     while i < len(text) and text[i] != close:
         i += 2 if text[i] == "\\" else 1
     return min(i + 1, len(text))
-
-
-def _check_schema(schema: object, field: str) -> None:
-    """Bounds and references checked before conversion, which would expand them in memory."""
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                _check_schema_value(key, value, field)
-                stack.append(value)
-
-
-def _check_schema_value(key: str, value: object, field: str) -> None:
-    if key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
-        raise InvalidRequest(f"{field}: only local $refs ('#...') are followed", param=field)
-    if key in _BOUND_KEYS and isinstance(value, int | float) and value > MAX_SCHEMA_BOUND:
-        raise InvalidRequest(f"{field}: {key} over {MAX_SCHEMA_BOUND}", param=field)
-    if key == "pattern" and isinstance(value, str):
-        for low, high in _PATTERN_BOUND.findall(value):
-            if max(int(low), int(high or 0)) > MAX_SCHEMA_BOUND:
-                raise InvalidRequest(
-                    f"{field}: pattern repeats over {MAX_SCHEMA_BOUND}", param=field
-                )
 
 
 def _check_size(text: str, limit: int, field: str) -> None:

@@ -73,6 +73,10 @@ class LlamaEngine:
         return self._opts.context_size
 
     @property
+    def embed_capacity(self) -> int:
+        return self._embedder.max_tokens
+
+    @property
     def kv_capacity(self) -> int:
         return self._steps.kv_cells
 
@@ -118,7 +122,11 @@ class LlamaEngine:
             self._compiling += 1  # the model must not be freed under a compile
             try:
                 job.grammar = await asyncio.to_thread(
-                    grammar.resolve, sampling.grammar, sampling.json_schema, self._model.vocab
+                    grammar.resolve,
+                    sampling.grammar,
+                    sampling.json_schema,
+                    self._model.vocab,
+                    sampling.grammar_param,
                 )
             finally:
                 self._compiling -= 1

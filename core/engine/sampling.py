@@ -37,6 +37,8 @@ class Sampling:
     # Structured output, at most one: GBNF text, or a JSON Schema as JSON text.
     grammar: str = ""
     json_schema: str = ""
+    # The request field a failing grammar is blamed on: the server builds one from the tools.
+    grammar_param: str = "sampling.grammar"
 
     @property
     def greedy(self) -> bool:

@@ -120,7 +120,8 @@ class Choice:
             self.finish(FinishReason.STOP)
             return
         self.generated += 1
-        result = self._stops.feed(self._decoder.decode(vocab.piece(token)))
+        piece = vocab.piece(token, special=token in self.job.request.preserved)
+        result = self._stops.feed(self._decoder.decode(piece))
         scored = (logprob,) if logprob is not None else ()
         self.job.send(TokenChunk(result.emit, (token,), self.index, scored))
         if result.matched is not None:

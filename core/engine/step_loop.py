@@ -331,10 +331,11 @@ class StepLoop:
         # Some grammars cost exponentially more with each token, inside llama.cpp where nothing
         # can interrupt them; stop following one before it stalls every request on the model.
         if time.perf_counter() - started > GRAMMAR_STEP_LIMIT_S:
+            field = choice.job.request.sampling.grammar_param
             raise InvalidRequest(
-                f"sampling.grammar: one token took over {GRAMMAR_STEP_LIMIT_S} s to check; "
+                f"{field}: one token took over {GRAMMAR_STEP_LIMIT_S} s to check; "
                 "simplify the grammar or schema",
-                param="sampling.grammar",
+                param=field,
             )
         return token
 

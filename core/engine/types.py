@@ -30,6 +30,9 @@ class GenerationRequest:
     n: int = 1
     # The client's conversation name: the engine prefers the slot that served it last.
     session: str = ""
+    # Control tokens whose text goes out with the answer (tool-call markers such as Mistral's
+    # [TOOL_CALLS]); every other control token is shown as nothing.
+    preserved: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ class Vocab:
         # Per-token answers the step loop asks for every token: each ctypes call releases and
         # retakes the GIL, which the event loop thread may hold; a dict lookup does not.
         self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -37,18 +38,20 @@ class Vocab:
             capacity = -n
         raise InvalidRequest("the text could not be tokenized", param="text")
 
-    def piece(self, token: int) -> bytes:
-        found = self._pieces.get(token)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The token's bytes; a control token's text only with `special`."""
+        cache = self._special_pieces if special else self._pieces
+        found = cache.get(token)
         if found is None:
-            found = self._pieces[token] = self._piece(token)
+            found = cache[token] = self._piece(token, special)
         return found
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
         return buf.raw[:n]
 
     def detokenize(self, tokens: Sequence[int]) -> str:

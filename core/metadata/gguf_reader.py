@@ -287,7 +287,12 @@ def _build(
         has_chat_template=bool(template),
         name=_str(scalars, gguf.Keys.General.NAME),
     )
-    return HeaderInfo(metadata=metadata, chat_template=template or None, scalars=scalars)
+    return HeaderInfo(
+        metadata=metadata,
+        chat_template=template or None,
+        scalars=scalars,
+        array_lengths=lengths,
+    )
 
 
 def _read_preamble(cur: _Cursor) -> tuple[int, int]:

@@ -38,3 +38,5 @@ class HeaderInfo:
     chat_template: str | None = None
     # Scalar (non-array) header values, e.g. GGUF KV pairs; arrays are never materialized.
     scalars: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # The header's arrays (e.g. tokenizer tables) by key: their lengths only.
+    array_lengths: dict[str, int] = field(default_factory=dict)

@@ -206,7 +206,7 @@ def tool_request_from_pb(
     default = ToolChoiceMode.AUTO if tools else ToolChoiceMode.NONE
     mode = _TOOL_CHOICE_MODES.get(choice.mode, default) if choice is not None else default
     return ToolRequest(
-        tools=tuple(Tool(t.name, t.description, t.parameters) for t in tools),
+        tools=tuple(Tool(t.name, t.description, t.parameters, t.strict) for t in tools),
         choice=ToolChoice(mode, choice.function_name if choice is not None else ""),
         parallel=True if parallel is None else parallel,
     )

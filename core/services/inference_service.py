@@ -12,7 +12,7 @@ from minerva.v1 import inference_pb2, inference_pb2_grpc
 from core.chat.tools.stream import ChatChunk, ChatEvent
 from core.chat.types import ToolRequest
 from core.engine.types import GenerationResult
-from core.inference import Inference
+from core.inference import Inference, RequestOptions
 from core.services.convert import (
     chunk_fields,
     embed_inputs_from_pb,
@@ -41,8 +41,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             prompt_from_pb(request),
             add_special=add_special,
             sampling=sampling,
-            session=request.session_id,
-            keep_alive=keep_alive_from_pb(request),
+            options=_options(request),
         )
         async for message in self._stream(request.model_id, events, inference_pb2.GenerateResponse):
             yield message
@@ -55,9 +54,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             request.model_id,
             messages_from_pb(list(request.messages)),
             sampling,
-            session=request.session_id,
+            options=_options(request),
             tools=_tool_request(request),
-            keep_alive=keep_alive_from_pb(request),
         )
         async for message in self._stream(request.model_id, events, inference_pb2.ChatResponse):
             yield message
@@ -103,6 +101,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             embed_inputs_from_pb(list(request.inputs)),
             normalize=normalize,
             keep_alive=keep_alive_from_pb(request),
+            truncate=request.truncate,
         )
         return inference_pb2.EmbedResponse(
             embeddings=[inference_pb2.Embedding(values=v) for v in vectors],
@@ -136,4 +135,12 @@ def _tool_request(
         list(request.tools),
         request.tool_choice if request.HasField("tool_choice") else None,
         request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None,
+    )
+
+
+def _options(request: inference_pb2.GenerateRequest | inference_pb2.ChatRequest) -> RequestOptions:
+    return RequestOptions(
+        session=request.session_id,
+        keep_alive=keep_alive_from_pb(request),
+        context_limit=request.context_limit if request.HasField("context_limit") else None,
     )

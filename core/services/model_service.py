@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import grpc
 from minerva.v1 import models_pb2, models_pb2_grpc
 
+from core.chat.templates import select_template
 from core.engine_factory import EngineFactory
 from core.errors import MinervaError
 from core.manager import ModelManager
+from core.metadata.header_values import header_values
 from core.registry import ModelSpec, Registry, fingerprint
 from core.services.convert import (
     LOAD_STATES,
@@ -64,6 +67,17 @@ class ModelCatalog:
         model.kv_cache_tokens = sizing.kv_cache_tokens
         return model
 
+    def header(self, spec: ModelSpec, with_arrays: bool) -> tuple[str, str]:
+        """(the chat template the server applies, the header key/values as JSON text)."""
+        header = self.registry.header(spec)
+        template = select_template(
+            model_template=header.chat_template,
+            architecture=header.metadata.architecture,
+            override=spec.chat_template,
+        )
+        values = header_values(spec.path, header, with_arrays)
+        return template, json.dumps(values, ensure_ascii=False, default=str)
+
     def list_all(self, compact: bool = False) -> models_pb2.ListModelsResponse:
         self.registry.rescan()
         models = [self.describe(s, strict=False) for s in self.registry.specs()]
@@ -87,7 +101,12 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> models_pb2.GetModelResponse:
         spec = self._catalog.registry.get(request.model_id)
         model = await asyncio.to_thread(self._catalog.describe, spec, strict=True)
-        return models_pb2.GetModelResponse(model=model)
+        response = models_pb2.GetModelResponse(model=model)
+        if request.with_header:
+            response.chat_template, response.header_json = await asyncio.to_thread(
+                self._catalog.header, spec, request.with_header_arrays
+            )
+        return response
 
     async def LoadModel(
         self, request: models_pb2.LoadModelRequest, context: grpc.aio.ServicerContext

@@ -200,3 +200,9 @@ async def test_too_deep_body_is_400_envelope(bridge: TestClient, core: FakeCore)
     assert "nested too deeply" in error["message"]
     assert error["type"] == "invalid_request_error"
     assert core.inference.requests == []
+
+
+def test_a_lone_surrogate_is_a_400_and_a_pair_is_text() -> None:
+    assert parse_body(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        parse_body(b'{"tools": [{"function": {"name": "\\ud800"}}]}')

@@ -168,3 +168,27 @@ async def test_a_long_prefill_moves_idle_caches_to_host_ram(default_model_path: 
         assert result.cached_tokens >= len(chat)
     finally:
         await engine.close()
+
+
+@pytest.mark.parametrize("preserved", [True, False])
+async def test_a_preserved_control_token_shows_its_text(
+    default_model_path: Path, preserved: bool
+) -> None:
+    # Tool-call markers may be control tokens (Mistral's [TOOL_CALLS]): the grammar matches their
+    # text, and the parser must see it; other control tokens still show as nothing.
+    engine = await load(default_model_path, context_size=512)
+    try:
+        [start] = await engine.tokenizer.tokenize("<|im_start|>", False, True)
+        prompt = tuple(await engine.tokenizer.tokenize("Hi", True, False))
+        # The bias makes the model pick the control token, not the same text in plain tokens.
+        sampling = Sampling(
+            temperature=0.0, grammar='root ::= "<|im_start|>" "x"', logit_bias={start: 100.0}
+        )
+        keep = frozenset({start}) if preserved else frozenset()
+        request = GenerationRequest(prompt, sampling, 8, time.perf_counter(), preserved=keep)
+        text = "".join(
+            [e.text async for e in engine.generate(request) if isinstance(e, TokenChunk)]
+        )
+        assert text == ("<|im_start|>x" if preserved else "x")
+    finally:
+        await engine.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -299,3 +300,110 @@ async def test_the_model_keeps_serving_after_tool_errors(client: Client) -> None
     await expect_error(client.inference.Chat(chat(tools=(pb.Tool(name="x y"),))))
     _, final = await collect(client.inference.Chat(chat(tools=(), max_tokens=2)))
     assert final.usage.completion_tokens >= 1
+
+
+def one_tool(parameters: dict[str, object], strict: bool = False) -> tuple[pb.Tool, ...]:
+    return (pb.Tool(name="f", parameters=json.dumps(parameters), strict=strict),)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "check"),
+    [
+        # A property named like the server's own rule once was: the call must still end.
+        ({"properties": {"call": {"enum": ["a", "b"]}}, "required": ["call"]}, {"call"}),
+        # Regex shorthands and quotes in literals, which the converter alone gets wrong.
+        (
+            {"properties": {"zip": {"type": "string", "pattern": "^\\d{5}$"}}, "required": ["zip"]},
+            {"zip"},
+        ),
+        (
+            {"properties": {"size": {"enum": ['5" screen', "back\\slash"]}}, "required": ["size"]},
+            {"size"},
+        ),
+    ],
+)
+async def test_awkward_schemas_still_give_whole_calls_that_follow_them(
+    client: Client, parameters: dict[str, object], check: set[str]
+) -> None:
+    request = chat(
+        tools=one_tool({"type": "object", **parameters}), mode=pb.TOOL_CHOICE_MODE_REQUIRED
+    )
+    got = await answer(client.inference.Chat(request))
+    assert got.final.finish_reason == pb.FINISH_REASON_TOOL_CALLS, got.only()
+    [call] = got.only()
+    arguments = json.loads(call["arguments"])
+    assert set(arguments) == check
+    if "zip" in arguments:
+        assert re.fullmatch(r"\d{5}", arguments["zip"])
+    if "size" in arguments:
+        assert arguments["size"] in ('5" screen', "back\\slash")
+    if "call" in arguments:
+        assert arguments["call"] in ("a", "b")
+
+
+async def test_a_stop_string_that_cuts_a_call_is_no_tool_calls_ending(client: Client) -> None:
+    request = chat(mode=pb.TOOL_CHOICE_MODE_REQUIRED, stop=["Paris"])
+    got = await answer(client.inference.Chat(request))
+    assert got.only() and got.final.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.parametrize(
+    ("tools", "param"),
+    [
+        (
+            one_tool(
+                {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}},
+                strict=True,
+            ),
+            "tools[0].parameters",
+        ),
+        (
+            one_tool(
+                {"type": "object", "properties": {"e": {"type": "string", "format": "email"}}},
+                strict=True,
+            ),
+            "tools[0].parameters",
+        ),
+        (one_tool({"items": {"type": "integer"}}), "tools[0].parameters"),
+        (
+            one_tool({"$ref": "#/$defs/s", "$defs": {"s": {"type": "string"}}}),
+            "tools[0].parameters",
+        ),
+        (one_tool({"type": "object", "description": "x" * 70_000}), "tools[0].parameters"),
+        (
+            (pb.Tool(name="f", parameters='{"type": "object", "properties": {"\\ud800": {}}}'),),
+            "tools[0].parameters",
+        ),
+    ],
+)
+async def test_schemas_that_cannot_be_followed_are_refused(
+    client: Client, tools: tuple[pb.Tool, ...], param: str
+) -> None:
+    error = await expect_error(
+        client.inference.Chat(chat(tools=tools, mode=pb.TOOL_CHOICE_MODE_REQUIRED))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await param_of(error) == param
+
+
+async def test_without_strict_unenforceable_keywords_only_describe(client: Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1}},
+        "required": ["n"],
+    }
+    got = await answer(
+        client.inference.Chat(chat(tools=one_tool(schema), mode=pb.TOOL_CHOICE_MODE_REQUIRED))
+    )
+    assert isinstance(json.loads(got.only()[0]["arguments"])["n"], int)
+
+
+async def test_a_structured_output_schema_keyword_that_cannot_be_enforced_is_refused(
+    client: Client,
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}}
+    request = chat(tools=(), json_schema=json.dumps(schema))
+    error = await expect_error(client.inference.Chat(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await param_of(error) == "sampling.json_schema"
+    assert "maximum" in (error.details() or "")

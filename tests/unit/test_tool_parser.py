@@ -128,10 +128,47 @@ def test_a_call_cut_short_keeps_what_was_generated() -> None:
     )
 
 
-def test_a_call_object_without_a_name_is_content() -> None:
-    text = '<tool_call>\n{"arguments": {"a": 1}}\n</tool_call>'
-    content, calls, _ = parse(ToolSyntax.HERMES, text, 3)
-    assert (content, calls) == ('{"arguments": {"a": 1}}', [])
+@pytest.mark.parametrize(
+    ("syntax", "text", "content"),
+    [
+        # No call after the markers (unconstrained text): the markers stay in the text.
+        (ToolSyntax.HERMES, '<tool_call>{"arguments": {"a": 1}}</tool_call> ok', None),
+        (ToolSyntax.HERMES, "<tool_call>oops", None),
+        (ToolSyntax.MISTRAL, "[TOOL_CALLS]hello", None),
+        (ToolSyntax.GENERIC, '{"tool_calls": [{"foo": 1}]}', None),
+        # A JSON answer that starts like a Llama 3 call but names no offered tool.
+        (ToolSyntax.LLAMA3, '{"name": "Bob", "parameters": {}}', None),
+    ],
+)
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_what_is_no_call_of_an_offered_tool_is_content(
+    syntax: ToolSyntax, text: str, content: str | None, step: int
+) -> None:
+    ids = (f"id{i}" for i in itertools.count())
+    parser = ToolCallParser(syntax, lambda: next(ids), names=frozenset({"get_weather"}))
+    pieces, deltas = [], []
+    for start in range(0, len(text), step):
+        piece, found = parser.feed(text[start : start + step])
+        pieces.append(piece)
+        deltas.extend(found)
+    piece, found = parser.finish()
+    assert ("".join([*pieces, piece]), deltas + found) == (content or text, [])
+    assert parser.calls == 0
+
+
+def test_only_whole_calls_count_as_closed() -> None:
+    parser = ToolCallParser(ToolSyntax.GENERIC)
+    parser.feed('{"tool_calls": [{"name": "f", "arguments": {"a": 1}}, {"name": "g", "argu')
+    parser.finish()
+    assert (parser.calls, parser.closed, parser.all_closed) == (2, 1, False)
+    whole = ToolCallParser(ToolSyntax.GENERIC)
+    whole.feed('{"tool_calls": [{"name": "f", "arguments": {"a": 1}}]}')
+    assert (whole.calls, whole.closed, whole.all_closed) == (1, 1, True)
+
+
+def test_an_opener_cut_short_is_dropped_like_the_call_it_began() -> None:
+    assert parse(ToolSyntax.GENERIC, '{"tool_calls":', 2)[:2] == ("", [])
+    assert parse(ToolSyntax.GENERIC, '{"tool_calls": [{"nam', 2)[:2] == ("", [])
 
 
 def test_held_back_opener_prefix_is_released_when_the_answer_ends() -> None:
@@ -146,6 +183,7 @@ def test_json_reader_reports_unread_text_after_the_value() -> None:
     assert [(i.kind, i.text) for i in items] == [
         (Found.NAME, "f"),
         (Found.ARGUMENTS, '{"a": [1, 2]}'),
+        (Found.END, ""),
     ]
 
 

@@ -169,3 +169,14 @@ def test_bad_tool_calls_in_the_history_name_their_field(
     with pytest.raises(InvalidRequest) as caught:
         render(BUILTIN_TEMPLATES["chatml"], messages)
     assert caught.value.param == param
+
+
+def test_gemma_alternation_holds_with_a_user_turn_after_the_results() -> None:
+    alternating = (
+        "{% for m in messages %}"
+        "{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate') }}{% endif %}"
+        "{{ m.role }};{% endfor %}"
+    )
+    messages = [*HISTORY, ChatMessage("user", "And tomorrow?")]
+    assert render(alternating, messages, functions=None) == "user;assistant;user;"

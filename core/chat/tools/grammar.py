@@ -13,7 +13,8 @@ from typing import Any
 
 from core.chat.tools.syntax import SPECS, ToolSyntax
 from core.chat.types import ToolChoiceMode, ToolRequest
-from core.engine.grammar import check_grammar, parse_schema, schema_rules
+from core.engine.grammar import MAX_GRAMMAR_BYTES, check_grammar, parse_schema, schema_rules
+from core.errors import InvalidRequest
 
 _FIELD = "tools"
 # Rules written here; the schemas' rules are prefixed t0-, t1-, ... and r- (response schema).
@@ -33,9 +34,14 @@ def tool_grammar(
         if mode is ToolChoiceMode.FUNCTION and function["name"] != request.choice.function:
             continue
         prefix = f"t{index}-"
-        rules.append(schema_rules(function["parameters"], prefix, f"tools[{index}].parameters"))
-        rules.append(f"{prefix}call ::= {_call_rule(function['name'], spec.arguments_key, prefix)}")
-        calls.append(f"{prefix}call")
+        field = f"tools[{index}].parameters"
+        strict = request.tools[index].strict
+        rules.append(schema_rules(function["parameters"], prefix, field, strict=strict))
+        # Named apart from the schemas' rules (all prefixed t0-, t1-, ... or r-).
+        call = f"mv-call-{index}"
+        rules.append(f"{call} ::= {_call_rule(function['name'], spec.arguments_key, prefix)}")
+        calls.append(call)
+        _check_running_size(rules)
     rules.append(f"mv-call ::= {' | '.join(calls)}")
     several = request.parallel and mode is not ToolChoiceMode.FUNCTION
     rules.append(f"mv-calls ::= {_calls_rule(syntax, several)}")
@@ -46,6 +52,16 @@ def tool_grammar(
     grammar = "\n".join(rules)
     check_grammar(grammar, _FIELD)
     return grammar
+
+
+def _check_running_size(rules: list[str]) -> None:
+    """Stop converting once the grammar is too large, rather than convert every tool first."""
+    if sum(len(rule) for rule in rules) > MAX_GRAMMAR_BYTES:
+        raise InvalidRequest(
+            f"tools: their schemas make a grammar over {MAX_GRAMMAR_BYTES} bytes; send fewer "
+            "or smaller tools",
+            param=_FIELD,
+        )
 
 
 def _call_rule(name: str, arguments_key: str, prefix: str) -> str:

@@ -19,6 +19,7 @@ _SPACE = " \t\r\n"
 class Found(enum.Enum):
     NAME = "name"  # a call's name is known: the call starts
     ARGUMENTS = "arguments"  # more of a call's arguments text
+    END = "end"  # a named call's object closed: the call is whole
     UNREAD = "unread"  # text that is no call after all
 
 
@@ -75,6 +76,11 @@ class JsonCalls:
                 return items, text[offset + 1 :]
         self._report(items)
         return items, ""
+
+    @property
+    def text(self) -> str:
+        """Everything read so far (from the value's first character)."""
+        return "".join(self._text)
 
     def finish(self) -> list[Item]:
         """The text ended: report what the current call has (it stays incomplete)."""
@@ -164,6 +170,7 @@ class JsonCalls:
             )
         else:
             self._report(items, final=True)
+            items.append(Item(Found.END, call.number, ""))
         self._call = None
 
     def _report(self, items: list[Item], final: bool = False) -> None:

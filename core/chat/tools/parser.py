@@ -40,8 +40,16 @@ def mistral_call_id() -> str:
 class ToolCallParser:
     """One choice's parser; feed() its text pieces in order, then finish()."""
 
-    def __init__(self, syntax: ToolSyntax, new_id: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        syntax: ToolSyntax,
+        new_id: Callable[[], str] | None = None,
+        names: frozenset[str] | None = None,
+    ) -> None:
+        """`names`: the tools offered; a "call" to any other is text (e.g. a JSON answer that
+        happens to start like a Llama 3 call). None: any name."""
         self._spec = SPECS[syntax]
+        self._names = names
         self._new_id = new_id or (
             mistral_call_id if syntax is ToolSyntax.MISTRAL else openai_call_id
         )
@@ -50,7 +58,9 @@ class ToolCallParser:
         self._reader: JsonCalls | None = None
         self._numbers: dict[int, int] = {}  # the reader's call number -> call index
         self._trim = False  # drop the spaces between calls and what follows
+        self._region_calls = 0  # calls named in the current region
         self.calls = 0  # calls started (named)
+        self.closed = 0  # calls whose JSON object closed
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
         """Content text and call pieces for the next piece of generated text."""
@@ -65,10 +75,13 @@ class ToolCallParser:
         """The end of the answer: held-back text is content; an unfinished call stays so."""
         deltas: list[ToolCallDelta] = []
         content = ""
-        if self._mode is _Mode.CALLS and self._reader is not None:
+        if self._mode is _Mode.CALLS and not self._region_calls:
+            content = ""  # calls cut short before one was named: dropped, as any cut call
+        elif self._mode is _Mode.CALLS and self._reader is not None:
             content = self._take(self._reader.finish(), deltas)
-        elif self._mode is not _Mode.CLOSING:
+        elif (self._mode is _Mode.CONTENT and self._spec.anywhere) or (self._mode is _Mode.CONTENT and not self._held.strip(_SPACE)):
             content = self._held
+        # else: the start of a call or closer cut short, dropped like the rest of such a call
         self._held = ""
         return content, _merged(deltas)
 
@@ -111,10 +124,16 @@ class ToolCallParser:
         self._held = buf[keep:]
         return ""
 
+    @property
+    def all_closed(self) -> bool:
+        """Every call the answer started is whole (none was cut by max_tokens or a stop)."""
+        return self.calls == self.closed and self._mode is not _Mode.CALLS
+
     def _start_calls(self, rest: str) -> str:
         self._mode = _Mode.CALLS
         self._reader = JsonCalls(self._spec.call_depth, self._spec.arguments_key)
         self._numbers = {}
+        self._region_calls = 0
         if self._spec.opener_is_json:
             self._reader.feed(self._spec.opener)
         return rest
@@ -122,9 +141,17 @@ class ToolCallParser:
     def _read_calls(self, buf: str, content: list[str], deltas: list[ToolCallDelta]) -> str:
         assert self._reader is not None
         items, rest = self._reader.feed(buf)
-        content.append(self._take(items, deltas))
+        unknown = {i.call for i in items if i.kind is Found.NAME and not self._offered(i.text)}
+        if unknown and not self._region_calls:
+            return self._not_calls(rest, content)
+        unread = self._take([i for i in items if i.call not in unknown], deltas)
+        if not self._region_calls:  # no call yet: the text goes out whole once the JSON ends
+            if self._reader.done:
+                content.append(self._marker(self._spec.opener) + self._reader.text)
+        else:
+            content.append(unread)
         if self._reader.done:
-            self._trim = True
+            self._trim = bool(self._region_calls)
             self._mode = (
                 _Mode.CLOSING
                 if self._spec.closer
@@ -132,10 +159,27 @@ class ToolCallParser:
             )
         return rest
 
+    def _offered(self, name: str) -> bool:
+        return self._names is None or name in self._names
+
+    def _not_calls(self, rest: str, content: list[str]) -> str:
+        """What looked like calls names no offered tool: all of it is text."""
+        assert self._reader is not None
+        content.append(self._marker(self._spec.opener) + self._reader.text)
+        self._mode = _Mode.CONTENT if self._spec.anywhere else _Mode.TEXT
+        return rest
+
+    def _marker(self, text: str) -> str:
+        """A marker as text (an opener that is JSON is already in the reader's text)."""
+        return "" if self._spec.opener_is_json and text == self._spec.opener else text
+
     def _closing(self, buf: str) -> str:
         closer = self._spec.closer
         if buf.startswith(closer):
             self._mode = _Mode.CONTENT
+            if not self._region_calls:  # it closed no call: the closer is text too
+                self._trim = False
+                return buf
             self._trim = True
             return buf[len(closer) :]
         if closer.startswith(buf):
@@ -154,6 +198,9 @@ class ToolCallParser:
                 self._numbers[item.call] = self.calls
                 deltas.append(ToolCallDelta(self.calls, id=self._new_id(), name=item.text))
                 self.calls += 1
+                self._region_calls += 1
+            elif item.kind is Found.END:
+                self.closed += 1
             else:
                 deltas.append(ToolCallDelta(self._numbers[item.call], arguments=item.text))
         return "".join(unread)

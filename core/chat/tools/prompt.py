@@ -86,12 +86,16 @@ def _called_name(call_id: str, history: list[Message]) -> str:
 
 
 def _merge_results(messages: Any) -> list[Message]:
-    """Consecutive tool results become one user turn: templates that insist on alternating
-    roles (Gemma's) would refuse several."""
+    """A tool result shown as a user turn joins the user turns beside it: templates that insist
+    on alternating roles (Gemma's) would refuse two user turns in a row."""
     merged: list[Message] = []
     for message in messages:
         previous = merged[-1] if merged else None
-        if previous is not None and previous.get("tool_result") and message.get("tool_result"):
+        if (
+            previous is not None
+            and previous["role"] == message["role"] == "user"
+            and (previous.get("tool_result") or message.get("tool_result"))
+        ):
             merged[-1] = {
                 "role": "user",
                 "content": f"{previous['content']}\n{message['content']}",

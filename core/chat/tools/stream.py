@@ -24,24 +24,25 @@ ChatEvent = TokenChunk | ChatChunk | GenerationResult
 
 
 async def with_tool_calls(
-    events: AsyncGenerator[GenerationEvent, None], syntax: ToolSyntax
+    events: AsyncGenerator[GenerationEvent, None], syntax: ToolSyntax, names: frozenset[str]
 ) -> AsyncGenerator[ChatEvent, None]:
-    """Every chunk with its calls parsed out; a choice that called tools and ended by itself
-    ends with FinishReason.TOOL_CALLS. Closing this closes `events` (stopping the generation)."""
+    """Every chunk with its calls (to the tools named) parsed out; a choice whose calls are all
+    whole and that ended by itself ends with FinishReason.TOOL_CALLS. Closing this closes
+    `events` (stopping the generation)."""
     async with contextlib.aclosing(events):
-        async for event in _parsed(events, syntax):
+        async for event in _parsed(events, syntax, names):
             yield event
 
 
 async def _parsed(
-    events: AsyncGenerator[GenerationEvent, None], syntax: ToolSyntax
+    events: AsyncGenerator[GenerationEvent, None], syntax: ToolSyntax, names: frozenset[str]
 ) -> AsyncGenerator[ChatEvent, None]:
     parsers: dict[int, ToolCallParser] = {}
     async for event in events:
         if isinstance(event, TokenChunk):
             parser = parsers.get(event.index)
             if parser is None:
-                parser = parsers[event.index] = ToolCallParser(syntax)
+                parser = parsers[event.index] = ToolCallParser(syntax, names=names)
             text, deltas = parser.feed(event.text)
             yield ChatChunk(replace(event, text=text), tuple(deltas))
             continue
@@ -49,7 +50,7 @@ async def _parsed(
             text, deltas = parser.finish()
             if text or deltas:
                 yield ChatChunk(TokenChunk(text, (), index), tuple(deltas))
-        yield _ended_with_calls(event, {i for i, p in parsers.items() if p.calls})
+        yield _ended_with_calls(event, {i for i, p in parsers.items() if p.calls and p.all_closed})
 
 
 def _ended_with_calls(result: GenerationResult, called: set[int]) -> GenerationResult:

@@ -76,6 +76,15 @@ SPECS: dict[ToolSyntax, SyntaxSpec] = {
     ),
 }
 
+
+def markers(syntax: ToolSyntax) -> tuple[str, ...]:
+    """The marker texts around calls (not JSON): a vocabulary may hold each as one control
+    token, whose text must then be shown for the parser to see it."""
+    spec = SPECS[syntax]
+    found = () if spec.opener_is_json else (spec.opener,)
+    return found + ((spec.closer,) if spec.closer else ())
+
+
 # A Jinja template that reads the `tools` variable (not just the word in a comment or text).
 _READS_TOOLS = re.compile(r"\{[{%][^}]*\btools\b")
 # One that compares a role with "tool" (or "ipython", Llama 3's name for it).

@@ -10,11 +10,16 @@ from typing import Any
 from minerva.v1.limits import MAX_TOOLS
 
 from core.chat.types import ChatMessage, Tool, ToolChoiceMode, ToolRequest
+from core.engine.grammar import check_constraint_size
 from core.errors import InvalidRequest
 
 # OpenAI's rule for function names.
 _NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+# Top-level keywords that could make the arguments something other than one object.
+_NOT_AN_OBJECT = frozenset(
+    {"anyOf", "oneOf", "allOf", "$ref", "enum", "const", "items", "prefixItems", "not"}
+)
 
 
 def checked_functions(request: ToolRequest) -> list[dict[str, Any]]:
@@ -51,6 +56,7 @@ def _parameters(index: int, text: str) -> dict[str, Any]:
     param = f"tools[{index}].parameters"
     if not text:
         return dict(_NO_PARAMETERS)
+    check_constraint_size(text, param)
     try:
         schema = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -62,6 +68,14 @@ def _parameters(index: int, text: str) -> dict[str, Any]:
         raise InvalidRequest(
             f"{param} must describe an object (type 'object'), got type {kind!r}", param=param
         )
+    indirect = sorted(_NOT_AN_OBJECT & schema.keys())
+    if indirect:
+        raise InvalidRequest(
+            f"{param} must describe the arguments object itself, with properties; "
+            f"{indirect[0]!r} at its top level could make them something else",
+            param=param,
+        )
+    check_text(schema, param)
     return schema
 
 
@@ -107,4 +121,15 @@ def call_arguments(text: str, where: str) -> dict[str, Any]:
         raise InvalidRequest(f"{param} is not valid JSON: {exc}", param=param) from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{param} must be a JSON object", param=param)
+    check_text(value, param)
     return value
+
+
+def check_text(value: Any, param: str) -> None:
+    """Strings decoded from JSON may hold lone surrogates (\\ud800), which are no text."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"{param} holds an invalid character (a lone surrogate)", param=param
+        ) from None

@@ -135,16 +135,24 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., compact: _Optional[str] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "with_header", "with_header_arrays")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_HEADER_FIELD_NUMBER: _ClassVar[int]
+    WITH_HEADER_ARRAYS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    with_header: bool
+    with_header_arrays: bool
+    def __init__(self, model_id: _Optional[str] = ..., with_header: _Optional[bool] = ..., with_header_arrays: _Optional[bool] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "chat_template", "header_json")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    HEADER_JSON_FIELD_NUMBER: _ClassVar[int]
     model: Model
-    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
+    chat_template: str
+    header_json: str
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., chat_template: _Optional[str] = ..., header_json: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("model_id", "keep_alive_seconds")
