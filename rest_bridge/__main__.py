@@ -20,6 +20,11 @@ log = logging.getLogger("rest_bridge")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rest_bridge", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: any)")
+    parser.add_argument(
+        "--ollama-listen",
+        default=None,
+        help="also listen on HOST:PORT, e.g. 127.0.0.1:11434 where Ollama clients look first",
+    )
     parser.add_argument("--core", default="127.0.0.1:50051", help="the core's gRPC HOST:PORT")
     parser.add_argument(
         "--api-key",
@@ -45,9 +50,11 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
     core_key = args.core_api_key or env.get("MINERVA_CORE_API_KEY") or (keys[0] if keys else None)
     if args.max_body_mb < 1:
         raise SystemExit("--max-body-mb must be at least 1")
+    extra = (parse_host_port(args.ollama_listen),) if args.ollama_listen else ()
     return Settings(
         host=host,
         port=port,
+        extra_listen=extra,
         core_address=args.core,
         api_keys=keys,
         core_api_key=core_key,
@@ -62,6 +69,10 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         host, port = runner.addresses[0][:2]
+        for extra_host, extra_port in settings.extra_listen:
+            await web.TCPSite(runner, extra_host, extra_port).start()
+            bound = runner.addresses[-1][:2]
+            log.info("minerva bridge also listening on %s:%s (for Ollama clients)", *bound)
         log.info("core at %s", settings.core_address)
         log.info("minerva bridge listening on %s:%s", host, port)
         await _wait_for_stop_signal()

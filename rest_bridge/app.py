@@ -15,6 +15,7 @@ from rest_bridge import (
     health,
     metrics,
     models,
+    ollama,
     utility,
 )
 from rest_bridge.app_keys import CLIENT, METRICS, SETTINGS
@@ -23,7 +24,7 @@ from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import error_middleware
 from rest_bridge.settings import Settings
 
-ENDPOINT_FAMILIES = (models, chat, completions, embeddings, utility, health, metrics)
+ENDPOINT_FAMILIES = (models, chat, completions, embeddings, utility, health, metrics, ollama)
 
 
 def create_app(settings: Settings, client: CoreClient | None = None) -> web.Application:

@@ -116,8 +116,15 @@ def error_body(message: str, type: str, param: str | None, code: str | None) -> 
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=error.headers())
+def is_ollama_path(path: str) -> bool:
+    """Where errors take Ollama's shape: its /api/ routes and its root."""
+    return path == "/" or path.startswith("/api/")
+
+
+def error_response(error: ApiError, *, ollama: bool = False) -> web.Response:
+    """The error in OpenAI's envelope, or in Ollama's {"error": message} on its routes."""
+    body = {"error": error.message} if ollama else error.body()
+    return web.json_response(body, status=error.status, headers=error.headers())
 
 
 def openai_param(core_param: str | None, *, input_name: str = "prompt") -> str | None:
@@ -175,18 +182,21 @@ def http_exception_error(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Renders every error, ours or aiohttp's, as the OpenAI envelope; never a bare 500 page."""
+    """Renders every error, ours or aiohttp's, in the route's dialect (the OpenAI envelope, or
+    Ollama's on its routes); never a bare 500 page."""
+    ollama = is_ollama_path(request.path)
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except ApiError as error:
-        return error_response(error)
+        return error_response(error, ollama=ollama)
     except ConnectionResetError:
         raise  # the client is gone: there is nobody to answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(http_exception_error(exc))
+        return error_response(http_exception_error(exc), ollama=ollama)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal error in the bridge", type=_SERVER))
+        internal = ApiError(500, "internal error in the bridge", type=_SERVER)
+        return error_response(internal, ollama=ollama)

@@ -13,6 +13,8 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # More (host, port) pairs served alike (e.g. Ollama's 127.0.0.1:11434).
+    extra_listen: tuple[tuple[str, int], ...] = ()
     core_address: str = "127.0.0.1:50051"
     # repr=False keeps keys out of any log line that prints the settings.
     api_keys: tuple[str, ...] = field(default=(), repr=False)

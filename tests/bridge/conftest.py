@@ -226,11 +226,35 @@ class FakeModels:
     async def GetModel(self, request: Any, metadata: Any = ()) -> models_pb2.GetModelResponse:
         if self.error:
             raise self.error
+        self.requests.append(request)
         for model in self.models:
             if model.id == request.model_id:
-                return models_pb2.GetModelResponse(model=model)
+                response = models_pb2.GetModelResponse(model=model)
+                if request.with_header:
+                    response.chat_template = "{{ messages }}"
+                    arrays = ["a", "b"] if request.with_header_arrays else []
+                    response.header_json = json.dumps(
+                        {"general.architecture": "llama", "tokenizer.ggml.tokens": arrays}
+                    )
+                return response
         message = f"unknown model {request.model_id!r}"
         raise rpc_error(grpc.StatusCode.NOT_FOUND, message, "model_id")
+
+
+    def LoadModel(self, request: Any, metadata: Any = ()) -> AsyncIterator[Any]:
+        self.requests.append(request)
+        return self._load(request)
+
+    async def _load(self, request: Any) -> AsyncIterator[Any]:
+        if self.error:
+            raise self.error
+        if request.model_id not in [m.id for m in self.models]:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, "unknown model", "model_id")
+        yield models_pb2.LoadModelResponse(stage=models_pb2.LOAD_STAGE_READY)
+
+    async def UnloadModel(self, request: Any, metadata: Any = ()) -> Any:
+        self.requests.append(request)
+        return models_pb2.UnloadModelResponse(was_loaded=True)
 
 
 @dataclass
