@@ -73,6 +73,27 @@ async def stream_sse(
     return tally.result()
 
 
+async def stream_ndjson(
+    session: aiohttp.ClientSession, url: str, body: Mapping[str, Any]
+) -> StreamResult:
+    """One Ollama /api/chat stream, timed from the POST."""
+    start, ttft, pieces, tokens = time.perf_counter(), 0.0, [], 0
+    async with session.post(url, json=body) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}: {await response.text()}")
+        async for raw in response.content:
+            event = json.loads(raw) if raw.strip() else {}
+            if "error" in event:
+                raise RuntimeError(f"error line in the stream: {event['error']}")
+            piece = (event.get("message") or {}).get("content")
+            if piece:
+                ttft = ttft or time.perf_counter() - start
+                pieces.append(piece)
+            if event.get("done"):
+                tokens = int(event.get("eval_count", len(pieces)))
+    return StreamResult(tokens, ttft, "".join(pieces))
+
+
 async def stream_grpc(
     stub: inference_pb2_grpc.InferenceServiceStub, model: str, prompt: str, max_tokens: int
 ) -> StreamResult:

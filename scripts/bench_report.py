@@ -13,7 +13,10 @@ GRPC = "Minerva gRPC"
 BRIDGE = "Minerva bridge"
 LLAMA_SERVER = "llama-server"
 IN_PROCESS = "llama-cpp-python"
-PATH_ORDER = (GRPC, BRIDGE, LLAMA_SERVER, IN_PROCESS)
+# One chat stream through each of the bridge's dialects.
+OPENAI_CHAT = "bridge /v1/chat/completions"
+OLLAMA_CHAT = "bridge /api/chat"
+PATH_ORDER = (GRPC, BRIDGE, LLAMA_SERVER, IN_PROCESS, OPENAI_CHAT, OLLAMA_CHAT)
 TARGET_CLIENTS = 8
 
 
@@ -126,7 +129,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def print_load_table(results: Results) -> None:
     print(
-        f"\n{'clients':>7}  {'path':<17} {'tokens':>6} {'agg tok/s':>10} {'TTFT p50 ms':>12}"
+        f"\n{'clients':>7}  {'path':<28} {'tokens':>6} {'agg tok/s':>10} {'TTFT p50 ms':>12}"
         f" {'TTFT p99 ms':>12} {'vs llama-server':>16}"
     )
     order = {path: i for i, path in enumerate(PATH_ORDER)}
@@ -134,7 +137,7 @@ def print_load_table(results: Results) -> None:
         reference = results.row(LLAMA_SERVER, row.clients)
         versus = ratio(row.tok_per_s, reference.tok_per_s if reference else None)
         print(
-            f"{row.clients:>7}  {row.path:<17} {row.tokens:>6} {row.tok_per_s:>10.1f}"
+            f"{row.clients:>7}  {row.path:<28} {row.tokens:>6} {row.tok_per_s:>10.1f}"
             f" {row.ttft_p50_s * 1000:>12.0f} {row.ttft_p99_s * 1000:>12.0f} {_fmt(versus, '.2f'):>16}"
         )
 
@@ -172,6 +175,9 @@ def targets(results: Results, many: int) -> list[Target]:
             Target(f"{path} / llama-server: {many} clients, TTFT p50", ratio(p50(path, many), p50(LLAMA_SERVER, many)), 1.0, False),
             Target(f"{path} / in-process llama-cpp-python: 1 client, tok/s", ratio(agg(path, 1), agg(IN_PROCESS, 1)), 1.0, True),
         ]  # fmt: skip
+    found.append(
+        Target(f"{OLLAMA_CHAT} / {OPENAI_CHAT}: 1 client, tok/s", ratio(agg(OLLAMA_CHAT, 1), agg(OPENAI_CHAT, 1)), 0.97, True)
+    )  # fmt: skip
     chat = summarize_chat(results.chats.get(BRIDGE, []))
     found.append(
         Target(f"{BRIDGE}: warm / cold turn TTFT (mean)", chat.warm_over_cold if chat else None, 0.1, False)

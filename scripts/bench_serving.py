@@ -33,9 +33,21 @@ from scripts.bench_clients import (
     StreamResult,
     in_process,
     stream_grpc,
+    stream_ndjson,
     stream_sse,
 )
-from scripts.bench_report import BRIDGE, GRPC, IN_PROCESS, LLAMA_SERVER, Results, Row, Turn, report
+from scripts.bench_report import (
+    BRIDGE,
+    GRPC,
+    IN_PROCESS,
+    LLAMA_SERVER,
+    OLLAMA_CHAT,
+    OPENAI_CHAT,
+    Results,
+    Row,
+    Turn,
+    report,
+)
 from scripts.bench_servers import (
     ROOT,
     MinervaPorts,
@@ -121,6 +133,31 @@ class Session:
             return stream_sse(self.http, url, body, headers)
 
         return send
+
+    def one_chat(self, url: str) -> StreamFn:
+        """The prompt as one user message, streamed over OpenAI's chat route."""
+
+        def stream(prompt: str) -> Awaitable[StreamResult]:
+            messages = [{"role": "user", "content": prompt}]
+            return stream_sse(
+                self.http, url, self._body(messages=messages, max_tokens=self.plan.max_tokens)
+            )
+
+        return stream
+
+    def ollama_chat(self, url: str) -> StreamFn:
+        """The same over Ollama's /api/chat (NDJSON), with the same sampling."""
+
+        def stream(prompt: str) -> Awaitable[StreamResult]:
+            options = {"temperature": 0, "repeat_penalty": 1.0, "num_predict": self.plan.max_tokens}
+            body = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "options": options,
+            }
+            return stream_ndjson(self.http, url, body)
+
+        return stream
 
     def _body(self, **fields: object) -> dict[str, object]:
         return {
@@ -239,6 +276,11 @@ async def measure_minerva(ports: MinervaPorts, model: str, plan: Plan, results: 
             BRIDGE: session.completion(f"{base}/completions"),
         }
         results.rows += await measure_load(paths, plan.clients, plan.rounds)
+        dialects = {
+            OPENAI_CHAT: session.one_chat(f"{base}/chat/completions"),
+            OLLAMA_CHAT: session.ollama_chat(f"http://127.0.0.1:{ports.bridge}/api/chat"),
+        }
+        results.rows += await measure_load(dialects, [1], plan.rounds + 2)
         chat = session.chat(f"{base}/chat/completions", affinity=True)
         results.chats[BRIDGE] = await converse(BRIDGE, chat, plan)
 

@@ -16,10 +16,12 @@ from core.chat.types import ToolCallDelta
 Calls = list[dict[str, str]]
 
 
-def parse(syntax: ToolSyntax, text: str, step: int) -> tuple[str, Calls, list[ToolCallDelta]]:
+def parse(
+    syntax: ToolSyntax, text: str, step: int, names: frozenset[str] | None = None
+) -> tuple[str, Calls, list[ToolCallDelta]]:
     """Feeds `text` in pieces of `step` characters; returns content, whole calls and pieces."""
     ids = (f"id{i}" for i in itertools.count())
-    parser = ToolCallParser(syntax, lambda: next(ids))
+    parser = ToolCallParser(syntax, lambda: next(ids), names=names)
     content, deltas = [], []
     for start in range(0, len(text), step):
         piece, found = parser.feed(text[start : start + step])
@@ -144,16 +146,8 @@ def test_a_call_cut_short_keeps_what_was_generated() -> None:
 def test_what_is_no_call_of_an_offered_tool_is_content(
     syntax: ToolSyntax, text: str, content: str | None, step: int
 ) -> None:
-    ids = (f"id{i}" for i in itertools.count())
-    parser = ToolCallParser(syntax, lambda: next(ids), names=frozenset({"get_weather"}))
-    pieces, deltas = [], []
-    for start in range(0, len(text), step):
-        piece, found = parser.feed(text[start : start + step])
-        pieces.append(piece)
-        deltas.extend(found)
-    piece, found = parser.finish()
-    assert ("".join([*pieces, piece]), deltas + found) == (content or text, [])
-    assert parser.calls == 0
+    got, calls, pieces = parse(syntax, text, step, names=frozenset({"get_weather"}))
+    assert (got, calls, pieces) == (content or text, [], [])
 
 
 def test_only_whole_calls_count_as_closed() -> None:

@@ -57,12 +57,7 @@ def _parameters(index: int, text: str) -> dict[str, Any]:
     if not text:
         return dict(_NO_PARAMETERS)
     check_constraint_size(text, param)
-    try:
-        schema = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"{param} is not valid JSON: {exc}", param=param) from None
-    if not isinstance(schema, dict):
-        raise InvalidRequest(f"{param} must be a JSON Schema object", param=param)
+    schema = json_object(text, param, "a JSON Schema object")
     kind = schema.get("type", "object")
     if kind != "object" and not (isinstance(kind, list) and kind == ["object"]):
         raise InvalidRequest(
@@ -75,7 +70,6 @@ def _parameters(index: int, text: str) -> dict[str, Any]:
             f"{indirect[0]!r} at its top level could make them something else",
             param=param,
         )
-    check_text(schema, param)
     return schema
 
 
@@ -115,21 +109,21 @@ def call_arguments(text: str, where: str) -> dict[str, Any]:
     param = f"{where}.arguments"
     if not text.strip():
         return {}
+    return json_object(text, param, "a JSON object")
+
+
+def json_object(text: str, param: str, what: str) -> dict[str, Any]:
+    """JSON text of an object, holding only real text (no lone surrogates such as \\ud800)."""
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"{param} is not valid JSON: {exc}", param=param) from None
     if not isinstance(value, dict):
-        raise InvalidRequest(f"{param} must be a JSON object", param=param)
-    check_text(value, param)
-    return value
-
-
-def check_text(value: Any, param: str) -> None:
-    """Strings decoded from JSON may hold lone surrogates (\\ud800), which are no text."""
+        raise InvalidRequest(f"{param} must be {what}", param=param)
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest(
             f"{param} holds an invalid character (a lone surrogate)", param=param
         ) from None
+    return value
