@@ -59,9 +59,10 @@ def stack(
 
 
 @pytest.fixture(scope="module")
-def client(stack: Stack, ollama_port: int) -> ollama.Client:
+def client(stack: Stack, ollama_port: int) -> Iterator[ollama.Client]:
     """On the extra listen address, as OLLAMA_HOST would point a client at it."""
-    return ollama.Client(host=f"http://127.0.0.1:{ollama_port}", timeout=60)
+    with ollama.Client(host=f"http://127.0.0.1:{ollama_port}", timeout=60) as own:
+        yield own
 
 
 def test_list_and_show(client: ollama.Client) -> None:
