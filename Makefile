@@ -53,6 +53,7 @@ lint: $(STAMP)
 # 2 cores), then compares it, in-process llama-cpp-python and Minerva in one table.
 # BENCH_ARGS passes flags through, e.g. BENCH_ARGS='--clients 1,4 --rounds 1 --turns 2'.
 bench: $(STAMP) $(DEFAULT_MODEL)
+	$(PY) scripts/bench_import.py
 	$(PY) scripts/bench_core.py --models-dir $(MODELS_DIR)
 	$(PY) scripts/bench_serving.py --model $(DEFAULT_MODEL) $(BENCH_ARGS)
 

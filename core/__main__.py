@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.server import serve
-from core.settings import DEFAULT_LISTEN, Settings, load_config
+from core.settings import DEFAULT_LISTEN, ImportType, Settings, load_config
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,6 +52,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--idle-ttl", type=float, help="unload models idle this many seconds (0 = never)"
     )
     p.add_argument("--max-message-mb", type=int, help="largest gRPC message (default 16)")
+    p.add_argument(
+        "--import-cache-dir",
+        type=Path,
+        help="where SafeTensors models are converted to GGUF (default <models-dir>/.cache/gguf)",
+    )
+    p.add_argument(
+        "--import-type",
+        choices=[t.value for t in ImportType],
+        help="GGUF type of imported SafeTensors weights (default f16)",
+    )
     p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 10)")
     p.add_argument("--log-level", default=os.environ.get("MINERVA_LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
@@ -74,6 +84,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "idle_ttl_s": args.idle_ttl,
         "max_message_mb": args.max_message_mb,
         "shutdown_grace_s": args.shutdown_grace,
+        "import_cache_dir": args.import_cache_dir,
+        "import_type": ImportType(args.import_type) if args.import_type else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     keys = tuple(args.api_key) + tuple(

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.engine.base import Engine
 from core.engine.llama_backend import LoadOptions, ProgressSink, gpu_offload_supported
 from core.engine.llama_engine import LlamaEngine
+from core.engine.types import LoadProgress
+from core.errors import MinervaError
+from core.importer.hparams import FAMILIES
+from core.importer.importer import Importer
+from core.metadata.reader import PICKLE_REFUSAL
+from core.metadata.safetensors_reader import HF_ARCHITECTURE_KEY
 from core.metadata.types import HeaderInfo, ModelFormat
 from core.registry import ModelSpec
 from core.settings import auto_slots, default_kv_cache_tokens
@@ -64,6 +70,8 @@ class EngineFactory:
     default_context_size: int
     queue_size: int
     prompt_cache_bytes: int = 0
+    # Turns SafeTensors checkpoints into GGUF; None: they stay metadata-only.
+    importer: Importer | None = None
 
     def context_size(self, spec: ModelSpec, header: HeaderInfo) -> int:
         """Per sequence: the configured size, else the trained context capped by the default."""
@@ -78,8 +86,47 @@ class EngineFactory:
         kv = spec.kv_cache_tokens or default_kv_cache_tokens(context, slots)
         return Sizing(context, slots, max(kv, context))
 
-    def servable(self, spec: ModelSpec) -> bool:
-        return spec.format in LOADERS
+    def servable(self, spec: ModelSpec, header: HeaderInfo | None = None) -> bool:
+        """Whether an engine can serve the model; with its header, a SafeTensors checkpoint also
+        needs an importable architecture."""
+        if self.refusal(spec) is not None:
+            return False
+        if header is None or spec.format is not ModelFormat.SAFETENSORS:
+            return True
+        return header.scalars.get(HF_ARCHITECTURE_KEY) in FAMILIES
+
+    def refusal(self, spec: ModelSpec) -> str | None:
+        """Why no engine can serve this model's format; None when one can (after import)."""
+        if spec.format in LOADERS:
+            return None
+        if spec.format is ModelFormat.SAFETENSORS and self.importer is not None:
+            return None
+        if spec.format is ModelFormat.PICKLE:
+            return f"model {spec.id!r}: {PICKLE_REFUSAL}"
+        return f"model {spec.id!r} is {spec.format.value}: no engine serves that format"
+
+    async def prepare(self, spec: ModelSpec, progress: ProgressSink) -> ModelSpec:
+        """The spec to load: a SafeTensors checkpoint becomes its cached GGUF (converted first
+        when needed, reporting "converting" progress); other formats load as they are."""
+        if spec.format is not ModelFormat.SAFETENSORS or self.importer is None:
+            return spec
+        message = f"converting to a {spec.import_type.value} GGUF"
+
+        def report(fraction: float) -> None:
+            progress(LoadProgress("converting", fraction, message))
+
+        importer = self.importer
+        try:
+            path = await asyncio.to_thread(
+                importer.ensure_gguf, spec.id, spec.path, spec.import_type, report
+            )
+        except MinervaError as exc:
+            raise type(exc)(f"model {spec.id!r}: {exc.message}", param=exc.param) from exc
+        return replace(spec, path=path, format=ModelFormat.GGUF)
+
+    def cancel_imports(self) -> None:
+        if self.importer is not None:
+            self.importer.cancel()
 
     def estimate_bytes(self, spec: ModelSpec, header: HeaderInfo) -> int:
         """Weights, the shared f16 KV cache of every slot (GQA-aware), and the prompt cache."""

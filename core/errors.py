@@ -26,7 +26,11 @@ class ModelLoadError(MinervaError):
 
 
 class UnsupportedModel(MinervaError):
-    """No engine serves this model's format (e.g. SafeTensors is metadata-only)."""
+    """No engine serves this model: its format, architecture or tokenizer is not supported."""
+
+
+class InsufficientStorage(MinervaError):
+    """Not enough disk space to write a converted model; retry once space is freed."""
 
 
 class InvalidRequest(MinervaError):

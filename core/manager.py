@@ -16,6 +16,7 @@ from core.engine.base import Engine
 from core.engine.types import EngineStats, LoadProgress
 from core.engine_factory import EngineFactory
 from core.errors import (
+    InsufficientStorage,
     MinervaError,
     ModelBusy,
     ModelLoadError,
@@ -33,7 +34,7 @@ StateListener = Callable[
 ]  # (model id, "unloaded" | "loading" | "loaded" | "failed")
 
 # Refusals for now, not verdicts on the model: never remembered as its load failure.
-_RETRYABLE = (Overloaded, ShuttingDown)
+_RETRYABLE = (Overloaded, ShuttingDown, InsufficientStorage)
 
 
 @dataclass(eq=False)
@@ -222,14 +223,14 @@ class ModelManager:
         spec = slot.spec
         tried_on = await self._before_load(slot)
         try:
-            if not self._factory.servable(spec):  # before evicting anything for it
-                raise UnsupportedModel(
-                    f"model {spec.id!r} is {spec.format.value}: no engine serves that format yet "
-                    "(metadata only)"
-                )
+            refusal = self._factory.refusal(spec)
+            if refusal is not None:  # before evicting anything for it
+                raise UnsupportedModel(refusal)
+            # A SafeTensors checkpoint is converted first: disk work, no memory budget needed.
+            load_spec = await self._factory.prepare(spec, self._progress_sink(slot))
             self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
             async with self._lock:
-                engine = await self._load_locked(slot)
+                engine = await self._load_locked(slot, load_spec)
         except MinervaError as exc:
             self._failed(slot, exc.message, exc, tried_on)
             raise
@@ -253,20 +254,23 @@ class ModelManager:
             await asyncio.wait({slot.closing})
         return tried_on
 
-    async def _load_locked(self, slot: _Slot) -> Engine:
-        spec = slot.spec
-        # Header and fingerprint come from the file now: a file replaced later keeps them.
-        header = await asyncio.to_thread(self._registry.header, spec)
-        slot.fingerprint = await asyncio.to_thread(fingerprint, spec.path)
-        slot.estimate = self._factory.estimate_bytes(spec, header)
-        await self._make_room(slot)
-        self._on_state(spec.id, "loading")
+    def _progress_sink(self, slot: _Slot) -> Callable[[LoadProgress], None]:
         loop = asyncio.get_running_loop()
 
         def progress(event: LoadProgress) -> None:  # called on the loading thread
             loop.call_soon_threadsafe(self._broadcast, slot, event)
 
-        slot.engine = await self._factory.load(spec, header, progress)
+        return progress
+
+    async def _load_locked(self, slot: _Slot, spec: ModelSpec) -> Engine:
+        """Load `spec` (the slot's own, or the GGUF its checkpoint was converted to)."""
+        # Header and fingerprint come from the file now: a file replaced later keeps them.
+        header = await asyncio.to_thread(self._registry.header, spec)
+        slot.fingerprint = await asyncio.to_thread(fingerprint, slot.spec.path)
+        slot.estimate = self._factory.estimate_bytes(spec, header)
+        await self._make_room(slot)
+        self._on_state(spec.id, "loading")
+        slot.engine = await self._factory.load(spec, header, self._progress_sink(slot))
         slot.error, slot.failure = "", None
         return slot.engine
 
@@ -371,6 +375,7 @@ class ModelManager:
                 slot.engine.abort()
 
     async def close(self) -> None:
+        self._factory.cancel_imports()
         for slot in list(self._slots.values()):
             await self._free(slot)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from core.errors import ConfigError, InvalidModelFile, ModelNotFound
 from core.metadata.cache import HeaderCache
 from core.metadata.reader import detect_format
 from core.metadata.types import HeaderInfo, ModelFormat
-from core.settings import ModelOptions, Settings
+from core.settings import ImportType, ModelOptions, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class ModelSpec:
     # None: chosen from the context size.
     slots: int | None = None
     kv_cache_tokens: int | None = None
+    # SafeTensors only: the GGUF type the import writes.
+    import_type: ImportType = ImportType.F16
 
 
 def validate_id(model_id: str) -> str:
@@ -55,10 +58,17 @@ def id_from_path(path: Path) -> str:
 
 
 def fingerprint(path: Path) -> str:
-    """Short digest of the file's identity (path, size, mtime): changes when the file does."""
+    """Short digest of the file's identity (path, size, mtime): changes when the file does.
+    A directory's covers the files directly inside it (weights, config, tokenizer)."""
     st = path.stat()
-    raw = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-    return "fp_" + hashlib.sha256(raw).hexdigest()[:12]
+    raw = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if path.is_dir():
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_file():
+                    est = entry.stat()
+                    raw += f"\0{entry.name}:{est.st_size}:{est.st_mtime_ns}"
+    return "fp_" + hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:
@@ -119,6 +129,7 @@ class Registry:
             kv_cache_tokens=opts.kv_cache_tokens
             if opts and opts.kv_cache_tokens
             else s.kv_cache_tokens,
+            import_type=opts.import_type if opts and opts.import_type else s.import_type,
         )
 
     def rescan(self) -> None:

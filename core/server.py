@@ -17,6 +17,8 @@ from minerva.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2
 
 from core.engine.llama_backend import init_backend
 from core.engine_factory import EngineFactory
+from core.importer.cache import ImportCache
+from core.importer.importer import Importer
 from core.inference import Inference
 from core.manager import ModelManager
 from core.registry import Registry
@@ -25,7 +27,7 @@ from core.services.drain import DrainInterceptor
 from core.services.inference_service import InferenceServicer
 from core.services.model_service import ModelCatalog, ModelServicer
 from core.services.status import ErrorInterceptor
-from core.settings import Settings
+from core.settings import Settings, import_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,10 @@ async def start(settings: Settings) -> CoreServer:
     init_backend()
     registry = Registry(settings)
     factory = EngineFactory(
-        settings.default_context_size, settings.queue_size, settings.prompt_cache_mb * 2**20
+        settings.default_context_size,
+        settings.queue_size,
+        settings.prompt_cache_mb * 2**20,
+        importer=Importer(ImportCache(import_cache_dir(settings))),
     )
     health = health_aio.HealthServicer()
     core: CoreServer | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -11,6 +12,23 @@ from typing import Any
 from core.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+class ImportType(enum.Enum):
+    """What SafeTensors weights become when imported to GGUF (norms and biases stay f32)."""
+
+    F16 = "f16"
+    Q8_0 = "q8_0"
+
+
+def import_type(value: str, where: str = "") -> ImportType:
+    try:
+        return ImportType(value)
+    except ValueError:
+        accepted = ", ".join(t.value for t in ImportType)
+        raise ConfigError(
+            f"invalid setting `import_type`{where}: {value!r}; accepted: {accepted}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +45,8 @@ class ModelOptions:
     pinned: bool = False
     slots: int | None = None
     kv_cache_tokens: int | None = None
+    # SafeTensors models only: the GGUF type their weights are converted to.
+    import_type: ImportType | None = None
 
     def __post_init__(self) -> None:
         where = f" of model {self.id!r}"
@@ -59,6 +79,9 @@ class Settings:
     kv_cache_tokens: int | None = None
     # Host RAM per model for KV prefixes of evicted slots (returning conversations stay warm).
     prompt_cache_mb: int = 256
+    # SafeTensors models are converted to GGUF here (None: <models_dir>/.cache/gguf).
+    import_cache_dir: Path | None = None
+    import_type: ImportType = ImportType.F16
     api_keys: tuple[str, ...] = ()
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
@@ -69,6 +92,16 @@ class Settings:
             _check_min(key, getattr(self, key), minimum)
         _check_range("slots", self.slots, 1, MAX_SLOTS)
         _check_min("kv_cache_tokens", self.kv_cache_tokens, 1)
+
+
+def import_cache_dir(settings: Settings) -> Path:
+    """Where imported SafeTensors models go: configured, else the models directory's cache
+    folder (hidden from its scan), else the user's cache."""
+    if settings.import_cache_dir is not None:
+        return settings.import_cache_dir
+    if settings.models_dir is not None:
+        return settings.models_dir / ".cache" / "gguf"
+    return Path.home() / ".cache" / "minerva" / "gguf"
 
 
 # llama.cpp's LLAMA_MAX_SEQ.
@@ -125,6 +158,8 @@ _SERVER_KEYS = {
     "prompt_cache_mb": int,
     "shutdown_grace_s": float,
     "max_message_mb": int,
+    "import_cache_dir": Path,
+    "import_type": str,
 }
 _MODEL_KEYS = {
     "id": str,
@@ -137,6 +172,7 @@ _MODEL_KEYS = {
     "pinned": bool,
     "slots": int,
     "kv_cache_tokens": int,
+    "import_type": str,
 }
 
 
@@ -148,8 +184,11 @@ def load_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     base = path.resolve().parent
     server = _typed(data.get("server", {}), _SERVER_KEYS, "[server]")
-    if "models_dir" in server:
-        server["models_dir"] = base / server["models_dir"]
+    for key in ("models_dir", "import_cache_dir"):
+        if key in server:
+            server[key] = base / server[key]
+    if "import_type" in server:
+        server["import_type"] = import_type(server["import_type"], " in [server]")
     roots = data.get("server", {}).get("allowed_roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError("[server] allowed_roots must be a list of paths")
@@ -164,6 +203,8 @@ def _model_options(table: Any, base: Path) -> ModelOptions:
         if required not in fields:
             raise ConfigError(f"[[models]] entry lacks `{required}`: {table!r}")
     fields["path"] = base / fields["path"]
+    if "import_type" in fields:
+        fields["import_type"] = import_type(fields["import_type"], f" of model {fields['id']!r}")
     return ModelOptions(**fields)
 
 

@@ -113,6 +113,6 @@ GenerationEvent = TokenChunk | GenerationResult
 class LoadProgress:
     """One step of a model load, as reported to LoadModel callers."""
 
-    stage: str  # "queued" | "loading_weights" | "creating_context" | "ready"
+    stage: str  # "converting" | "queued" | "loading_weights" | "creating_context" | "ready"
     progress: float = 0.0
     message: str = ""

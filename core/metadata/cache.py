@@ -43,7 +43,7 @@ def _stat(path: Path) -> tuple[str, int, int, int] | None:
 
 def _involved_files(path: Path, fmt: ModelFormat) -> list[Path]:
     """Every file whose change can change the header read of path."""
-    if fmt is ModelFormat.GGUF:
+    if fmt is not ModelFormat.SAFETENSORS:
         return [path]
     directory = path if path.is_dir() else path.parent
     files = [directory / name for name in _SIDE_FILES]

@@ -20,6 +20,8 @@ SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 TEMPLATE_FILE_NAME = "chat_template.jinja"
+# Header scalar holding config.json's architectures[0] (the class the importer allow-lists).
+HF_ARCHITECTURE_KEY = "config.architectures"
 # The safetensors library refuses headers above 100 MB; so do we, before reading one.
 MAX_HEADER_BYTES = 100 << 20
 MAX_JSON_FILE_BYTES = 64 << 20
@@ -37,19 +39,34 @@ DTYPE_BITS: dict[str, int] = {
 Scalar = str | int | float | bool
 
 
+@dataclass(frozen=True, slots=True)
+class TensorEntry:
+    """Where one tensor's bytes lie: validated against its file, never read here."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # from the start of the file
+    nbytes: int
+
+
 @dataclass
 class _Summary:
     """What the tensors of one or more files add up to."""
 
-    tensor_names: set[str] = field(default_factory=set)
+    tensors: dict[str, TensorEntry] = field(default_factory=dict)
     tensor_count: int = 0
     parameters: int = 0
     file_size: int = 0
     bytes_by_dtype: Counter[str] = field(default_factory=Counter)
     scalars: dict[str, Scalar] = field(default_factory=dict)
 
+    @property
+    def tensor_names(self) -> set[str]:
+        return set(self.tensors)
+
     def add(self, other: _Summary) -> None:
-        self.tensor_names |= other.tensor_names
+        self.tensors.update(other.tensors)
         self.tensor_count += other.tensor_count
         self.parameters += other.parameters
         self.file_size += other.file_size
@@ -140,12 +157,14 @@ def _read_file(path: Path) -> _Summary:
     if not isinstance(header, dict):
         raise _fail(path, "header is not a JSON object")
     summary = _Summary(file_size=size)
+    data_start = size - data_size
     for name, entry in header.items():
         if name == "__metadata__":
             summary.scalars.update(_metadata_scalars(path, entry))
             continue
         dtype, count, nbytes = _tensor_nbytes(path, name, entry, data_size)
-        summary.tensor_names.add(name)
+        shape, (begin, _end) = entry["shape"], entry["data_offsets"]
+        summary.tensors[name] = TensorEntry(path, dtype, tuple(shape), data_start + begin, nbytes)
         summary.tensor_count += 1
         summary.parameters += count
         summary.bytes_by_dtype[dtype] += nbytes
@@ -170,7 +189,7 @@ def _read_small(path: Path) -> bytes:
             raise _fail(path, f"read failed: {exc.strerror or exc}") from exc
 
 
-def _load_json_file(path: Path) -> object:
+def load_json_file(path: Path) -> object:
     return _parse_json(path, _read_small(path), "file")
 
 
@@ -190,7 +209,7 @@ def _shard_path(directory: Path, index: Path, name: str) -> Path:
 
 def _read_index(index: Path) -> tuple[dict[str, list[str]], dict[str, Scalar]]:
     """The index's tensor names grouped by shard file name, and its scalar metadata."""
-    doc = _load_json_file(index)
+    doc = load_json_file(index)
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise _fail(index, "no weight_map object mapping tensor names to shard files")
@@ -239,22 +258,22 @@ def _architecture(config: dict[str, object]) -> str:
     return ""
 
 
-def _read_config(directory: Path) -> dict[str, object]:
+def read_config(directory: Path) -> dict[str, object]:
     path = directory / CONFIG_NAME
     if not path.exists():
         return {}
-    config = _load_json_file(path)
+    config = load_json_file(path)
     if not isinstance(config, dict):
         raise _fail(path, "config.json is not a JSON object")
     return config
 
 
-def _chat_template(directory: Path) -> str | None:
+def chat_template(directory: Path) -> str | None:
     """tokenizer_config.json `chat_template` (a string, or named templates: "default")."""
     path = directory / TOKENIZER_CONFIG_NAME
     template: object = None
     if path.exists():
-        doc = _load_json_file(path)
+        doc = load_json_file(path)
         template = doc.get("chat_template") if isinstance(doc, dict) else None
         if isinstance(template, list):
             template = next(
@@ -288,15 +307,28 @@ def _weights(path: Path) -> tuple[_Summary, Path]:
     raise _fail(path, f"directory holds neither {INDEX_NAME} nor {SINGLE_NAME}")
 
 
+def tensor_entries(path: Path) -> tuple[dict[str, TensorEntry], Path]:
+    """Every tensor of a SafeTensors model (file or directory) by name, and the directory holding
+    its config files; InvalidModelFile if malformed."""
+    try:
+        summary, directory = _weights(path)
+    except OSError as exc:
+        raise _fail(path, f"cannot read: {exc.strerror or exc}") from exc
+    return summary.tensors, directory
+
+
 def read_safetensors(path: Path) -> HeaderInfo:
     """Read a SafeTensors model's metadata (file or directory); InvalidModelFile if malformed."""
     try:
         summary, directory = _weights(path)
-        config = _read_config(directory)
-        template = _chat_template(directory)
+        config = read_config(directory)
+        template = chat_template(directory)
     except OSError as exc:  # e.g. a permission error while probing for side files
         raise _fail(path, f"cannot read: {exc.strerror or exc}") from exc
     name = config.get("_name_or_path")
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        summary.scalars[HF_ARCHITECTURE_KEY] = architectures[0]
     metadata = ModelMetadata(
         format=ModelFormat.SAFETENSORS,
         architecture=_architecture(config),

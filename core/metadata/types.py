@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 class ModelFormat(enum.Enum):
     GGUF = "gguf"
     SAFETENSORS = "safetensors"
+    PICKLE = "pickle"  # listed with an error; never opened
 
 
 @dataclass(frozen=True, slots=True)

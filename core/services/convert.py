@@ -33,6 +33,7 @@ from core.metadata.types import ModelFormat, ModelMetadata
 _FORMATS = {
     ModelFormat.GGUF: models_pb2.MODEL_FORMAT_GGUF,
     ModelFormat.SAFETENSORS: models_pb2.MODEL_FORMAT_SAFETENSORS,
+    ModelFormat.PICKLE: models_pb2.MODEL_FORMAT_PICKLE,
 }
 LOAD_STATES = {
     "unloaded": models_pb2.LOAD_STATE_UNLOADED,
@@ -42,6 +43,7 @@ LOAD_STATES = {
 }
 _STAGES = {
     "queued": models_pb2.LOAD_STAGE_QUEUED,
+    "converting": models_pb2.LOAD_STAGE_CONVERTING,
     "loading_weights": models_pb2.LOAD_STAGE_LOADING_WEIGHTS,
     "creating_context": models_pb2.LOAD_STAGE_CREATING_CONTEXT,
     "ready": models_pb2.LOAD_STAGE_READY,

@@ -56,6 +56,7 @@ class ModelCatalog:
             model.load_state = models_pb2.LOAD_STATE_FAILED
             return model
         model.metadata.CopyFrom(metadata_to_pb(header.metadata))
+        model.servable = self.factory.servable(spec, header)
         stats = self.manager.stats(spec.id)
         if stats is not None:
             model.stats.CopyFrom(stats_to_pb(stats))

@@ -26,6 +26,7 @@ DONE_REASONS = {
 _FORMATS = {
     models_pb2.MODEL_FORMAT_GGUF: "gguf",
     models_pb2.MODEL_FORMAT_SAFETENSORS: "safetensors",
+    models_pb2.MODEL_FORMAT_PICKLE: "pickle",
 }
 
 

@@ -132,7 +132,7 @@ async def test_api_keys_required_on_calls_but_not_health(tmp_path: Path) -> None
         await core.stop(0)
 
 
-async def test_safetensors_models_are_listed_but_not_servable(tmp_path: Path) -> None:
+async def test_an_unimportable_safetensors_file_fails_without_evicting(tmp_path: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -146,13 +146,13 @@ async def test_safetensors_models_are_listed_but_not_servable(tmp_path: Path) ->
         got = await client.models.GetModel(models_pb2.GetModelRequest(model_id="tiny"))
         assert got.model.metadata.format == models_pb2.MODEL_FORMAT_SAFETENSORS
         assert (got.model.metadata.parameter_count, got.model.metadata.quantization) == (32, "F16")
-        assert not got.model.servable
+        assert not got.model.servable  # no config.json: no architecture to import
         call = client.inference.Generate(pb.GenerateRequest(model_id="tiny", text="Hi"))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in call:
                 pass
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "no engine" in (err.value.details() or "")
+        assert "config.json is missing" in (err.value.details() or "")
         assert core.manager.state(DEFAULT_MODEL_ID)[0] == "loaded", (
             "evicted for a model it cannot serve"
         )

@@ -55,6 +55,15 @@ class FakeFactory:
     def servable(self, spec: ModelSpec) -> bool:
         return True
 
+    def refusal(self, spec: ModelSpec) -> str | None:
+        return None
+
+    async def prepare(self, spec: ModelSpec, progress: object) -> ModelSpec:
+        return spec
+
+    def cancel_imports(self) -> None:
+        pass
+
     def estimate_bytes(self, spec: ModelSpec, header: object) -> int:
         return self.estimate
 

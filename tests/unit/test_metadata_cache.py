@@ -175,8 +175,13 @@ def test_readers_cover_every_format() -> None:
         (lambda d: d / "m.safetensors", SAFETENSORS),
         (lambda d: write_sharded(d / "sharded"), SAFETENSORS),
         (lambda d: _dir_with(d / "single", "model.safetensors"), SAFETENSORS),
-        (lambda d: _dir_with(d / "other", "weights.bin"), None),
-        (lambda d: d / "m.bin", None),
+        # Pickle checkpoints are recognised (to be listed with an error), never opened.
+        (lambda d: _dir_with(d / "torch", "pytorch_model.bin"), ModelFormat.PICKLE),
+        (lambda d: d / "m.bin", ModelFormat.PICKLE),
+        (lambda d: d / "m.PTH", ModelFormat.PICKLE),
+        (lambda d: d / "m.pt", ModelFormat.PICKLE),
+        (lambda d: _dir_with(d / "other", "notes.txt"), None),
+        (lambda d: d / "m.txt", None),
     ],
 )
 def test_detect_format(

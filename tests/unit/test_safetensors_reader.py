@@ -103,7 +103,7 @@ def test_single_file_with_config(tmp_path: Path) -> None:
     info = read_safetensors(weights)
     assert info.metadata == replace(EXPECTED, file_size_bytes=weights.stat().st_size)
     assert info.chat_template == TEMPLATE
-    assert info.scalars == {"format": "pt"}
+    assert info.scalars == {"format": "pt", "config.architectures": "LlamaForCausalLM"}
 
 
 def test_directory_with_single_file_reads_the_same(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_sharded_directory_sums_shards(tmp_path: Path) -> None:
     info = read_safetensors(directory)
     shard_bytes = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
     assert info.metadata == replace(EXPECTED, file_size_bytes=shard_bytes, has_chat_template=False)
-    assert info.scalars == {"total_size": 800}
+    assert info.scalars == {"total_size": 800, "config.architectures": "LlamaForCausalLM"}
 
 
 def test_bf16_and_sub_byte_dtypes(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from core.__main__ import build_settings, parse_args
 from core.errors import ConfigError, ModelNotFound
 from core.metadata.types import ModelFormat
 from core.registry import Registry, id_from_path, validate_id
-from core.settings import Settings, auto_slots, default_kv_cache_tokens, load_config
+from core.settings import (
+    ImportType,
+    Settings,
+    auto_slots,
+    default_kv_cache_tokens,
+    import_cache_dir,
+    load_config,
+)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -69,12 +76,34 @@ pinned = true
         ("[server]\npinned = true\n", "unknown key"),
         ("not toml at all [", "cannot read config"),
         ("[server]\nallowed_roots = 'models'\n", "allowed_roots"),
+        ("[server]\nimport_type = 'q4_0'\n", "`import_type` in [server]: 'q4_0'; accepted: f16, q8_0"),
+        (
+            "[[models]]\nid = 'x'\npath = 'x'\nimport_type = 'bf16'\n",
+            "`import_type` of model 'x': 'bf16'; accepted: f16, q8_0",
+        ),
     ],
 )
 def test_bad_config_is_a_config_error(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         load_config(write_config(tmp_path, text))
     assert fragment in err.value.message
+
+
+def test_import_settings_from_toml_reach_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "models" / "hf").mkdir(parents=True)
+    (tmp_path / "models" / "hf" / "model.safetensors").write_bytes(b"")
+    text = (
+        "[server]\nmodels_dir = 'models'\nimport_cache_dir = 'conv'\nimport_type = 'q8_0'\n"
+        "[[models]]\nid = 'hf16'\npath = 'models/hf'\nimport_type = 'f16'\n"
+    )
+    settings = Settings(**load_config(write_config(tmp_path, text)))
+    assert settings.import_cache_dir == tmp_path / "conv"
+    assert import_cache_dir(settings) == tmp_path / "conv"
+    registry = Registry(settings)
+    assert registry.get("hf16").import_type is ImportType.F16
+    assert registry.get("hf").import_type is ImportType.Q8_0  # scanned: the server default
+    default = Settings(models_dir=tmp_path / "models")
+    assert import_cache_dir(default) == tmp_path / "models" / ".cache" / "gguf"
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "x" * 129, "sp ace", "a\\b"])

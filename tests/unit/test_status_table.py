@@ -13,6 +13,7 @@ ROWS = [
     (errors.InvalidModelFile, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ModelLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.UnsupportedModel, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.InsufficientStorage, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ModelBusy, grpc.StatusCode.FAILED_PRECONDITION),

@@ -12,6 +12,7 @@ class ModelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FORMAT_UNSPECIFIED: _ClassVar[ModelFormat]
     MODEL_FORMAT_GGUF: _ClassVar[ModelFormat]
     MODEL_FORMAT_SAFETENSORS: _ClassVar[ModelFormat]
+    MODEL_FORMAT_PICKLE: _ClassVar[ModelFormat]
 
 class LoadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,9 +29,11 @@ class LoadStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOAD_STAGE_LOADING_WEIGHTS: _ClassVar[LoadStage]
     LOAD_STAGE_CREATING_CONTEXT: _ClassVar[LoadStage]
     LOAD_STAGE_READY: _ClassVar[LoadStage]
+    LOAD_STAGE_CONVERTING: _ClassVar[LoadStage]
 MODEL_FORMAT_UNSPECIFIED: ModelFormat
 MODEL_FORMAT_GGUF: ModelFormat
 MODEL_FORMAT_SAFETENSORS: ModelFormat
+MODEL_FORMAT_PICKLE: ModelFormat
 LOAD_STATE_UNSPECIFIED: LoadState
 LOAD_STATE_UNLOADED: LoadState
 LOAD_STATE_LOADING: LoadState
@@ -41,6 +44,7 @@ LOAD_STAGE_QUEUED: LoadStage
 LOAD_STAGE_LOADING_WEIGHTS: LoadStage
 LOAD_STAGE_CREATING_CONTEXT: LoadStage
 LOAD_STAGE_READY: LoadStage
+LOAD_STAGE_CONVERTING: LoadStage
 
 class ModelMetadata(_message.Message):
     __slots__ = ("format", "architecture", "quantization", "file_size_bytes", "tensor_count", "layer_count", "embedding_length", "vocab_size", "context_length", "parameter_count", "has_chat_template", "name")
