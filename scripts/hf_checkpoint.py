@@ -101,6 +101,28 @@ SMOLLM_PRE = {
 }
 
 
+# A SentencePiece-style vocabulary (byte fallback, "▁" for spaces) spelling "hello world".
+SPM_SPECIALS = ("<unk>", "<s>", "</s>")
+SPM_MERGES = (
+    ("l", "l"), ("▁", "h"), ("▁h", "e"), ("▁he", "ll"), ("▁hell", "o"), ("▁", "w"), ("o", "r"),
+    ("▁w", "or"), ("l", "d"), ("▁wor", "ld"),
+)  # fmt: skip
+SPM_NORMALIZER = {
+    "type": "Sequence",
+    "normalizers": [
+        {"type": "Prepend", "prepend": "▁"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+    ],
+}
+
+
+def spm_vocab() -> tuple[list[str], list[str]]:
+    """Specials, the 256 byte tokens <0xNN>, a few characters, then one token per merge."""
+    tokens = [*SPM_SPECIALS, *(f"<0x{b:02X}>" for b in range(256)), *"▁helowrd"]
+    tokens += [a + b for a, b in SPM_MERGES]
+    return tokens, [f"{a} {b}" for a, b in SPM_MERGES]
+
+
 def tiny_vocab() -> tuple[list[str], list[str]]:
     """Specials, the 256 byte tokens, then one token per merge."""
     tokens = [*SPECIALS, *bytes_to_unicode().values()]
@@ -132,7 +154,11 @@ SHAPE_135M = Shape(
 
 
 def config_json(shape: Shape, architecture: str, *, tied: bool) -> dict[str, object]:
-    model_type = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}.get(architecture, "x")
+    model_type = {
+        "LlamaForCausalLM": "llama",
+        "MistralForCausalLM": "mistral",
+        "Qwen2ForCausalLM": "qwen2",
+    }.get(architecture, "x")
     return {
         "architectures": [architecture],
         "model_type": model_type,
@@ -242,26 +268,37 @@ def tiny_checkpoint(
     seed: int = 0,
     shards: int = 1,
     pre: object = BYTE_LEVEL,
+    sentencepiece: bool = False,
 ) -> dict[str, np.ndarray]:
-    """A random model with the tiny byte-level BPE tokenizer; returns its stored weights."""
+    """A random model with a tiny BPE tokenizer (byte-level, or SentencePiece style with byte
+    fallback); returns its stored weights as float32."""
     rng = np.random.default_rng(seed)
     qkv_bias = architecture == "Qwen2ForCausalLM"
     weights = encode(random_weights(shape, rng, tied=tied, qkv_bias=qkv_bias), dtype)
-    tokens, merges = tiny_vocab()
-    specials = {t: i for i, t in enumerate(SPECIALS)}
-    tok_config = {
-        "bos_token": "<|im_start|>",
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "add_bos_token": False,
-        "chat_template": CHATML,
-    }
+    if sentencepiece:
+        tokens, merges = spm_vocab()
+        tokenizer = tokenizer_json(tokens, merges, {t: i for i, t in enumerate(SPM_SPECIALS)}, None)
+        model = tokenizer["model"]
+        assert isinstance(model, dict)
+        model |= {"byte_fallback": True, "unk_token": "<unk>", "fuse_unk": True}
+        tokenizer |= {"normalizer": SPM_NORMALIZER, "decoder": None, "post_processor": None}
+        tok_config = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
+    else:
+        tokens, merges = tiny_vocab()
+        specials = {t: i for i, t in enumerate(SPECIALS)}
+        tokenizer = tokenizer_json(tokens, merges, specials, pre)
+        tok_config = {
+            "bos_token": "<|im_start|>",
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "add_bos_token": False,
+        }
     write_checkpoint(
         directory,
         config_json(shape, architecture, tied=tied),
         weights,
-        tokenizer_json(tokens, merges, specials, pre),
-        tok_config,
+        tokenizer,
+        {**tok_config, "chat_template": CHATML},
         shards=shards,
     )
     return decoded(weights)

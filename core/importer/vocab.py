@@ -1,13 +1,18 @@
 """A Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) -> llama.cpp's vocabulary keys.
 
-Byte-level BPE tokenizers only (GPT-2 style: Llama 3, Qwen2, SmolLM, Mistral's Tekken); the
-pre-tokenizer type llama.cpp needs is recognised by the structure of the pre-tokenizer, and an
-unknown one is refused rather than guessed.
+Two kinds of BPE tokenizer import:
+- byte-level (GPT-2 style: Llama 3, Qwen2, SmolLM) becomes llama.cpp's "gpt2" vocabulary; the
+  pre-tokenizer type it needs is recognised by the structure of the pre-tokenizer, and an unknown
+  one is refused rather than guessed;
+- SentencePiece style (`byte_fallback`, "▁" for spaces: Llama 2, Mistral 7B, TinyLlama) becomes
+  its "llama" vocabulary: byte tokens `<0xNN>`, and scores from the merge ranks so that llama.cpp's
+  best-pair-first merging replays the BPE merge order.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,21 +32,39 @@ _LLAMA3_SPLIT = (
 _QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
+_SPM_SPACE = "\u2581"  # "▁"
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
+# Below every merge rank: a multi-character token no merge makes is merged last, if ever.
+_UNMERGED_SCORE = -1e9
+
+
 class TokenType(enum.IntEnum):
     """llama.cpp's `tokenizer.ggml.token_type` values."""
 
     NORMAL = 1
+    UNKNOWN = 2
     CONTROL = 3
     USER_DEFINED = 4
     UNUSED = 5
+    BYTE = 6
+
+
+class VocabKind(enum.Enum):
+    """llama.cpp's `tokenizer.ggml.model`."""
+
+    BYTE_LEVEL_BPE = "gpt2"
+    SENTENCEPIECE_BPE = "llama"
 
 
 @dataclass(frozen=True, slots=True)
 class Vocab:
+    kind: VocabKind
     tokens: list[str]
     types: list[int]
     merges: list[str]
-    pre: str  # llama.cpp's tokenizer.ggml.pre
+    scores: list[float] | None  # SentencePiece style only
+    add_space_prefix: bool | None  # SentencePiece style only
+    pre: str | None  # llama.cpp's tokenizer.ggml.pre (byte-level only)
     bos: int | None
     eos: int | None
     pad: int | None
@@ -170,6 +193,9 @@ def _token_table(
     tokens, types = [], []
     for token_id in range(size):
         text, kind = by_id.get(token_id, (f"[PAD{token_id}]", TokenType.UNUSED))
+        # llama.cpp reads tokens as C strings and aborts the process on a repeated one.
+        if not text or "\0" in text:
+            raise _fail(path, f"token {token_id} is empty or holds a NUL character")
         tokens.append(text)
         types.append(int(kind))
     if len(set(tokens)) != len(tokens):
@@ -221,6 +247,74 @@ def _adds_bos(doc: dict[str, object], tok_config: dict[str, object], bos: int | 
     return False
 
 
+def _steps(component: object) -> list[dict[str, object]]:
+    """The steps of a normalizer or pre-tokenizer, a Sequence flattened."""
+    if not isinstance(component, dict):
+        return []
+    inner = component.get("normalizers", component.get("pretokenizers"))
+    if component.get("type") == "Sequence" and isinstance(inner, list):
+        return [step for s in inner for step in _steps(s)]
+    return [component]
+
+
+def _space_prefix(doc: dict[str, object], path: Path) -> bool:
+    """Whether a SentencePiece-style tokenizer prepends "▁"; refuses one that does not turn
+    spaces into "▁" at all (llama.cpp's "llama" vocabulary always does)."""
+    steps = _steps(doc.get("normalizer")) + _steps(doc.get("pre_tokenizer"))
+    replaces = prepends = False
+    for step in steps:
+        if step.get("type") == "Metaspace" and step.get("replacement", _SPM_SPACE) == _SPM_SPACE:
+            replaces = True
+            scheme = step.get("prepend_scheme")
+            if scheme is None:
+                scheme = "always" if step.get("add_prefix_space", True) else "never"
+            prepends = prepends or scheme != "never"
+        elif step.get("type") == "Prepend" and step.get("prepend") == _SPM_SPACE:
+            prepends = True
+        elif step.get("type") == "Replace" and step.get("content") == _SPM_SPACE:
+            pattern = step.get("pattern")
+            replaces = replaces or (isinstance(pattern, dict) and pattern.get("String") == " ")
+    if not replaces:
+        raise UnsupportedModel(
+            f"{path}: a byte_fallback BPE tokenizer that does not turn spaces into '▁' "
+            "cannot be imported"
+        )
+    return prepends
+
+
+def _spm_types_and_scores(
+    tokens: list[str], types: list[int], merges: list[str], unk: str | None
+) -> list[float]:
+    """Byte and unknown token types (in place), and a score per token from its merge rank."""
+    for i, text in enumerate(tokens):
+        if types[i] == TokenType.NORMAL and _BYTE_TOKEN.fullmatch(text):
+            types[i] = TokenType.BYTE
+        elif text == unk and types[i] in (TokenType.NORMAL, TokenType.CONTROL):
+            types[i] = TokenType.UNKNOWN
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(merges):
+        first, second = merge.split(" ")
+        rank.setdefault(first + second, i)
+    return [
+        -float(rank[t]) if t in rank else 0.0 if len(t) == 1 or k != TokenType.NORMAL
+        else _UNMERGED_SCORE
+        for t, k in zip(tokens, types, strict=True)
+    ]  # fmt: skip
+
+
+def _kind(model: dict[str, object], path: Path) -> VocabKind:
+    if model.get("type") != "BPE":
+        raise UnsupportedModel(
+            f"{path}: tokenizer model {model.get('type')!r} cannot be imported; supported: BPE "
+            "(byte-level, or SentencePiece style with byte_fallback)"
+        )
+    return (
+        VocabKind.SENTENCEPIECE_BPE
+        if model.get("byte_fallback") is True
+        else (VocabKind.BYTE_LEVEL_BPE)
+    )
+
+
 def read_vocab(directory: Path, config: dict[str, object], vocab_size: int) -> Vocab:
     """The vocabulary of the tokenizer beside a checkpoint, padded to `vocab_size` rows."""
     path = directory / TOKENIZER_NAME
@@ -230,13 +324,10 @@ def read_vocab(directory: Path, config: dict[str, object], vocab_size: int) -> V
     model = doc.get("model") if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or not isinstance(model, dict):
         raise _fail(path, "no `model` object")
-    if model.get("type") != "BPE" or model.get("byte_fallback") is True:
-        raise UnsupportedModel(
-            f"{path}: tokenizer model {model.get('type')!r}"
-            f"{' with byte_fallback (SentencePiece style)' if model.get('byte_fallback') else ''}"
-            " cannot be imported; only byte-level BPE tokenizers (GPT-2 style) can"
-        )
-    pre = pre_tokenizer_type(doc.get("pre_tokenizer"), path)
+    kind = _kind(model, path)
+    spm = kind is VocabKind.SENTENCEPIECE_BPE
+    pre = None if spm else pre_tokenizer_type(doc.get("pre_tokenizer"), path)
+    space_prefix = _space_prefix(doc, path) if spm else None
     tokens, types = _token_table(doc, model, path, vocab_size)
     tok_config_path = directory / TOKENIZER_CONFIG_NAME
     tok_config = load_json_file(tok_config_path) if tok_config_path.is_file() else {}
@@ -244,18 +335,32 @@ def read_vocab(directory: Path, config: dict[str, object], vocab_size: int) -> V
         raise _fail(tok_config_path, "not a JSON object")
     merges = _merges(model, path)
     _check_closed(tokens, merges, path)
+    unk_text = model.get("unk_token")
+    scores = (
+        _spm_types_and_scores(
+            tokens, types, merges, unk_text if isinstance(unk_text, str) else None
+        )
+        if spm
+        else None
+    )
     ids = {text: i for i, text in enumerate(tokens)}
     bos = _special_id("bos", tok_config, config, ids)
+    unk = _special_id("unk", tok_config, config, ids)
+    if unk is None and isinstance(unk_text, str):  # the BPE model's own unk_token
+        unk = ids.get(unk_text)
     add_eos = tok_config.get("add_eos_token")
     return Vocab(
+        kind=kind,
         tokens=tokens,
         types=types,
         merges=merges,
+        scores=scores,
+        add_space_prefix=space_prefix,
         pre=pre,
         bos=bos,
         eos=_special_id("eos", tok_config, config, ids),
         pad=_special_id("pad", tok_config, config, ids),
-        unk=_special_id("unk", tok_config, config, ids),
+        unk=unk,
         add_bos=_adds_bos(doc, tok_config, bos),
         add_eos=add_eos is True,
         chat_template=chat_template(directory),

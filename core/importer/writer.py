@@ -10,7 +10,7 @@ import numpy as np
 
 from core.importer.hparams import HParams, RopeKind
 from core.importer.tensors import SourceMaps, TensorJob, encoded_chunks
-from core.importer.vocab import Vocab
+from core.importer.vocab import Vocab, VocabKind
 from core.settings import ImportType
 
 # Bumped whenever the output for the same input changes; part of the cache key.
@@ -25,7 +25,7 @@ def header_bytes(vocab: Vocab, jobs: list[TensorJob]) -> int:
     """An upper bound on the header's size: the vocabulary dominates it."""
     strings = sum(len(t.encode()) + 8 for t in (*vocab.tokens, *vocab.merges))
     template = len((vocab.chat_template or "").encode())
-    return strings + 4 * len(vocab.tokens) + template + 128 * len(jobs) + (64 << 10)
+    return strings + 8 * len(vocab.tokens) + template + 128 * len(jobs) + (64 << 10)
 
 
 def output_bytes(vocab: Vocab, jobs: list[TensorJob]) -> int:
@@ -63,11 +63,17 @@ def _add_hparams(w: gguf.GGUFWriter, hp: HParams, wanted: ImportType, name: str)
 
 
 def _add_vocab(w: gguf.GGUFWriter, vocab: Vocab) -> None:
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(vocab.pre)
+    w.add_tokenizer_model(vocab.kind.value)
+    if vocab.pre is not None:
+        w.add_tokenizer_pre(vocab.pre)
     w.add_token_list(vocab.tokens)
     w.add_token_types(vocab.types)
-    w.add_token_merges(vocab.merges)
+    if vocab.scores is not None:
+        w.add_token_scores(vocab.scores)
+    if vocab.add_space_prefix is not None:
+        w.add_add_space_prefix(vocab.add_space_prefix)
+    if vocab.kind is VocabKind.BYTE_LEVEL_BPE:  # llama.cpp's "llama" vocabulary merges by score
+        w.add_token_merges(vocab.merges)
     for token_id, add in (
         (vocab.bos, w.add_bos_token_id),
         (vocab.eos, w.add_eos_token_id),

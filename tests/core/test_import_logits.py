@@ -16,7 +16,7 @@ import pytest
 from core.importer.cache import ImportCache
 from core.importer.importer import Importer
 from core.settings import ImportType
-from scripts.hf_checkpoint import Shape, tiny_checkpoint, tiny_vocab
+from scripts.hf_checkpoint import Shape, spm_vocab, tiny_checkpoint, tiny_vocab
 
 SHAPE = Shape()
 PROMPT = [5, 80, 120, 7, 3, 200, 150, 33, 90, 260]
@@ -94,23 +94,31 @@ def _llama_logits(gguf_path: Path, tokens: list[int]) -> np.ndarray:
 
 
 CASES = [
-    pytest.param("LlamaForCausalLM", "BF16", False, 1, id="llama-bf16-gqa-untied"),
-    pytest.param("LlamaForCausalLM", "F32", True, 3, id="llama-f32-tied-sharded"),
-    pytest.param("Qwen2ForCausalLM", "F16", True, 1, id="qwen2-f16-biases-tied"),
+    pytest.param("LlamaForCausalLM", "BF16", False, 1, False, id="llama-bf16-gqa-untied"),
+    pytest.param("LlamaForCausalLM", "F32", True, 3, False, id="llama-f32-tied-sharded"),
+    pytest.param("Qwen2ForCausalLM", "F16", True, 1, False, id="qwen2-f16-biases-tied"),
+    pytest.param("MistralForCausalLM", "BF16", False, 1, True, id="mistral-sentencepiece"),
 ]
 
 
-@pytest.mark.parametrize(("architecture", "dtype", "tied", "shards"), CASES)
+@pytest.mark.parametrize(("architecture", "dtype", "tied", "shards", "sentencepiece"), CASES)
 def test_imported_logits_match_the_reference_forward(
-    tmp_path: Path, architecture: str, dtype: str, tied: bool, shards: int
+    tmp_path: Path, architecture: str, dtype: str, tied: bool, shards: int, sentencepiece: bool
 ) -> None:
+    shape = Shape(vocab=280) if sentencepiece else SHAPE
     weights = tiny_checkpoint(
-        tmp_path / "hf", architecture=architecture, dtype=dtype, tied=tied, shards=shards
+        tmp_path / "hf",
+        architecture=architecture,
+        dtype=dtype,
+        tied=tied,
+        shards=shards,
+        shape=shape,
+        sentencepiece=sentencepiece,
     )
     gguf_path = _import(tmp_path / "hf", tmp_path / "cache")
     got = _llama_logits(gguf_path, PROMPT)
-    want = reference_logits(_f16(weights), SHAPE, PROMPT)[:, : got.shape[1]]
-    assert got.shape == (len(PROMPT), SHAPE.vocab)
+    want = reference_logits(_f16(weights), shape, PROMPT)
+    assert got.shape == (len(PROMPT), shape.vocab)
     scale = np.abs(want).max()
     assert scale > 1.0  # logits that carry signal, not a near-zero model
     err = np.abs(got - want).max(axis=1)
@@ -139,5 +147,29 @@ def test_the_vocabulary_tokenizes_as_its_merges_say(tmp_path: Path) -> None:
         assert llm.tokenize(b"<|im_start|>hi", add_bos=False, special=True)[0] == 1
         assert llm.token_eos() == 2 and llm.token_bos() == 1
         assert llm.detokenize(ids) == b"hello world"
+    finally:
+        llm.close()
+
+
+def test_a_sentencepiece_vocabulary_merges_by_rank_and_falls_back_to_bytes(
+    tmp_path: Path,
+) -> None:
+    tiny_checkpoint(tmp_path / "hf", sentencepiece=True, shape=Shape(vocab=280))
+    llm = llama_cpp.Llama(
+        model_path=str(_import(tmp_path / "hf", tmp_path / "cache")), vocab_only=True, verbose=False
+    )
+    try:
+        tokens, _ = spm_vocab()
+
+        def pieces(text: bytes) -> list[str]:
+            return [tokens[i] for i in llm.tokenize(text, add_bos=False)]
+
+        assert pieces(b"hello world") == ["▁hello", "▁world"]
+        # "é" is not in the vocabulary: its UTF-8 bytes, then merging goes on around them.
+        assert pieces("hé ll".encode()) == ["▁h", "<0xC3>", "<0xA9>", "▁", "ll"]
+        assert llm.tokenize(b"hello", add_bos=True)[0] == llm.token_bos() == 1
+        assert llm.token_eos() == 2
+        ids = llm.tokenize("hello wörld\n".encode(), add_bos=False)
+        assert llm.detokenize(ids).decode().strip() == "hello wörld"
     finally:
         llm.close()

@@ -60,8 +60,9 @@ def _malformed(models: Path) -> dict[str, str]:
     )
     (broken("no-tokenizer", "tokenizer.json is missing") / "tokenizer.json").unlink()
     _edit_json(
-        broken("spm-tokenizer", "SentencePiece") / "tokenizer.json",
-        model={"type": "BPE", "byte_fallback": True, "vocab": {"a": 0}, "merges": []},
+        broken("unigram-tokenizer", "tokenizer model 'Unigram' cannot be imported")
+        / "tokenizer.json",
+        model={"type": "Unigram", "vocab": [["a", 0.0]]},
     )
     pickled = models / "pickled"
     pickled.mkdir()

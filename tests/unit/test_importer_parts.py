@@ -21,7 +21,7 @@ from core.errors import InvalidModelFile, UnsupportedModel
 from core.importer.cache import ImportCache, identity_key, source_files
 from core.importer.hparams import RopeKind, read_hparams
 from core.importer.tensors import _permute, llama3_rope_factors, plan_tensors
-from core.importer.vocab import TokenType, pre_tokenizer_type, read_vocab
+from core.importer.vocab import TokenType, VocabKind, pre_tokenizer_type, read_vocab
 from core.metadata.safetensors_reader import tensor_entries
 from core.settings import ImportType
 from scripts.export_hf import unpermute
@@ -358,3 +358,54 @@ def test_a_huge_layer_count_is_refused_before_anything_is_built(tmp_path: Path) 
     hp = read_hparams(_config(num_hidden_layers=10**12), HERE)
     with pytest.raises(InvalidModelFile, match="needs at least 9000000000000 tensors"):
         plan_tensors(hp, entries, ImportType.F16, tmp_path)
+
+
+# ---- SentencePiece-style tokenizers ---------------------------------------------------------
+
+
+def test_sentencepiece_vocab_types_scores_and_space_prefix(tmp_path: Path) -> None:
+    tiny_checkpoint(tmp_path, sentencepiece=True, shape=Shape(vocab=280))
+    vocab = read_vocab(tmp_path, {}, 280)
+    assert vocab.kind is VocabKind.SENTENCEPIECE_BPE and vocab.pre is None
+    assert vocab.add_space_prefix is True and vocab.add_bos is True
+    assert vocab.types[0] == TokenType.UNKNOWN and vocab.types[1:3] == [TokenType.CONTROL] * 2
+    assert vocab.tokens[3 + 0x0A] == "<0x0A>" and vocab.types[3 + 0x0A] == TokenType.BYTE
+    assert vocab.scores is not None
+    ids = {t: i for i, t in enumerate(vocab.tokens)}
+    # Merge ranks become scores, best (earliest) first; single characters score 0.
+    assert vocab.scores[ids["ll"]] == 0.0 and vocab.scores[ids["▁h"]] == -1.0
+    assert vocab.scores[ids["▁world"]] == -9.0 and vocab.scores[ids["h"]] == 0.0
+    assert (vocab.bos, vocab.eos, vocab.unk) == (1, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"normalizer": None}, "does not turn spaces into '▁'"),
+        (
+            {"normalizer": None, "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "never"}},
+            None,
+        ),
+        ({"model": {"type": "WordPiece", "vocab": {}}}, "tokenizer model 'WordPiece'"),
+    ],
+)
+def test_sentencepiece_normalisation_is_read_or_refused(
+    tmp_path: Path, changes: dict[str, Any], words: str | None
+) -> None:
+    tiny_checkpoint(tmp_path, sentencepiece=True, shape=Shape(vocab=280))
+    _edit_tokenizer(tmp_path, lambda d: d.update(changes))
+    if words is None:
+        assert read_vocab(tmp_path, {}, 280).add_space_prefix is False
+        return
+    with pytest.raises(UnsupportedModel, match=re.escape(words)):
+        read_vocab(tmp_path, {}, 280)
+
+
+@pytest.mark.parametrize("bad", ["", "a\u0000b"])
+def test_tokens_llama_cpp_would_abort_on_are_refused(tmp_path: Path, bad: str) -> None:
+    tiny_checkpoint(tmp_path)
+    _edit_tokenizer(
+        tmp_path, lambda d: d["model"]["vocab"].update({bad: d["model"]["vocab"].pop("Ā")})
+    )
+    with pytest.raises(InvalidModelFile, match="is empty or holds a NUL character"):
+        read_vocab(tmp_path, {}, 272)
