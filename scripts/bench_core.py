@@ -90,23 +90,37 @@ VARIANTS: dict[str, tuple[dict[str, object], float]] = {
 }
 
 
-async def bench_grpc(address: str, max_tokens: int, **sampling: object) -> list[Run]:
-    runs = []
+async def _one(
+    stub: inference_pb2_grpc.InferenceServiceStub, prompt: str, max_tokens: int, sampling: dict
+) -> Run:
+    request = pb.GenerateRequest(
+        model_id=MODEL_ID,
+        text=prompt,
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **sampling),
+    )
+    start = time.perf_counter()
+    stamps = []
+    async for message in stub.Generate(request):
+        if message.WhichOneof("event") == "chunk" and message.chunk.token_ids:
+            stamps.append(time.perf_counter())
+    return Run.timed(start, stamps)
+
+
+async def bench_grpc(address: str, max_tokens: int, rounds: int) -> dict[str, list[Run]]:
+    """Plain decoding and each variant, interleaved per prompt (the order rotating each round),
+    so that drift on a busy machine hits every variant alike: runs[name][i] are paired."""
+    names = ["plain", *VARIANTS]
+    runs: dict[str, list[Run]] = {name: [] for name in names}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        for prompt in [PROMPTS[0], *PROMPTS]:
-            request = pb.GenerateRequest(
-                model_id=MODEL_ID,
-                text=prompt,
-                sampling=pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **sampling),  # type: ignore[arg-type]
-            )
-            start = time.perf_counter()
-            stamps = []
-            async for message in stub.Generate(request):
-                if message.WhichOneof("event") == "chunk" and message.chunk.token_ids:
-                    stamps.append(time.perf_counter())
-            runs.append(Run.timed(start, stamps))
-    return runs[1:]
+        await _one(stub, PROMPTS[0], max_tokens, {})  # warm-up: load, first allocations
+        for r in range(rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for prompt in PROMPTS:
+                for name in order:
+                    sampling = VARIANTS[name][0] if name in VARIANTS else {}
+                    runs[name].append(await _one(stub, prompt, max_tokens, sampling))
+    return runs
 
 
 def start_core(models_dir: Path, threads: int, ctx: int) -> tuple[subprocess.Popen[str], str]:
@@ -146,6 +160,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--context-size", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the prompts")
     args = parser.parse_args()
     model = args.models_dir / MODEL_FILE
 
@@ -157,11 +172,9 @@ def main() -> int:
     )
     proc, address = start_core(args.models_dir, args.threads, args.context_size)
     try:
-        via_grpc = summarize(asyncio.run(bench_grpc(address, args.max_tokens)))
-        variants = {
-            name: summarize(asyncio.run(bench_grpc(address, args.max_tokens, **sampling)))
-            for name, (sampling, _) in VARIANTS.items()
-        }
+        runs = asyncio.run(bench_grpc(address, args.max_tokens, args.rounds))
+        via_grpc = summarize(runs["plain"])
+        variants = {name: summarize(runs[name]) for name in VARIANTS}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -176,8 +189,10 @@ def main() -> int:
     print(f"{'tokens generated':<28}{direct[2]:>18d}{via_grpc[2]:>16d}")
 
     print(f"\n{'Minerva gRPC decode tok/s':<28}{'with':>10}{'plain':>10}{'ratio':>8}  target")
+    print("(ratio: median over paired runs, same prompt and round, of with / plain)")
     for name, (_, target) in VARIANTS.items():
-        ratio = variants[name][1] / via_grpc[1]
+        pairs = zip(runs[name], runs["plain"], strict=True)
+        ratio = statistics.median(v.decode_tps / p.decode_tps for v, p in pairs if p.decode_tps)
         verdict = "PASS" if ratio >= target else "MISS"
         print(
             f"{name:<28}{variants[name][1]:>10.1f}{via_grpc[1]:>10.1f}{ratio:>8.2f}  >= {target} {verdict}"

@@ -10,6 +10,7 @@ from collections import namedtuple
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import gguf
 import grpc
 import pytest
 import pytest_asyncio
@@ -17,6 +18,7 @@ from minerva.v1 import inference_pb2 as pb
 from minerva.v1 import models_pb2
 
 from core.server import start
+from core.settings import ImportType, ModelOptions
 from scripts.hf_checkpoint import SHAPE_135M, Shape, tiny_checkpoint
 from tests.core.conftest import Client, core_settings
 from tests.core.test_import_logits import PROMPT, reference_logits
@@ -214,6 +216,37 @@ async def test_a_full_disk_is_refused_before_writing(
         ]
         assert stages[0] == models_pb2.LOAD_STAGE_CONVERTING
         assert stages[-1] == models_pb2.LOAD_STAGE_READY
+    finally:
+        await client.channel.close()
+        await core.stop(0)
+
+
+async def test_a_single_file_with_its_config_beside_it_imports_as_configured(
+    tmp_path: Path,
+) -> None:
+    """A `.safetensors` file (not model.safetensors) configured by path, its config.json and
+    tokenizer files beside it, imported to q8_0 as its [[models]] entry asks."""
+    models = tmp_path / "models"
+    tiny_checkpoint(models / "checkpoint")
+    single = models / "checkpoint" / "weights.safetensors"
+    (models / "checkpoint" / "model.safetensors").rename(single)
+    options = ModelOptions(id="single", path=single, import_type=ImportType.Q8_0)
+    core = await start(core_settings(models, models=(options,), allowed_roots=(models,)))
+    client = Client(core)
+    try:
+        stages = [
+            e.stage
+            async for e in client.models.LoadModel(models_pb2.LoadModelRequest(model_id="single"))
+        ]
+        assert stages[0] == models_pb2.LOAD_STAGE_CONVERTING
+        assert stages[-1] == models_pb2.LOAD_STAGE_READY
+        (converted,) = (models / ".cache" / "gguf").glob("weights.safetensors-*-q8_0-*.gguf")
+        assert gguf.GGUFReader(converted).fields["general.file_type"].contents() == 7  # Q8_0
+        request = pb.GenerateRequest(
+            model_id="single", text="hello world", sampling=pb.SamplingParams(max_tokens=3)
+        )
+        finals = [m.final async for m in client.inference.Generate(request) if m.HasField("final")]
+        assert finals[0].usage.prompt_tokens == 2 and finals[0].usage.completion_tokens == 3
     finally:
         await client.channel.close()
         await core.stop(0)
