@@ -11,19 +11,41 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from minerva.v1.exposure import (
+    ALLOW_FLAG,
+    ExposureError,
+    check_exposure,
+    keys_from,
+    listen_host,
+)
+
 from core.errors import ConfigError
 from core.server import serve
 from core.settings import DEFAULT_LISTEN, ImportType, Settings, load_config
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m core", description="Minerva gRPC core")
+    # No abbreviations: `--api-key K` must not pass for `--api-key-file K`.
+    p = argparse.ArgumentParser(
+        prog="python -m core", description="Minerva gRPC core", allow_abbrev=False
+    )
     p.add_argument("--config", type=Path, help="TOML config file ([server] and [[models]] tables)")
     p.add_argument(
         "--models-dir", type=Path, help="directory scanned for *.gguf / SafeTensors models"
     )
     p.add_argument("--listen", help=f"host:port (default {DEFAULT_LISTEN})")
-    p.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="file of accepted API keys, one per line (repeatable; also MINERVA_API_KEYS=a,b)",
+    )
+    p.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="serve a non-loopback --listen address without API keys",
+    )
     p.add_argument("--queue-size", type=int, help="requests that may wait per model (default 16)")
     p.add_argument(
         "--context-size", type=int, help="default per-sequence context cap (default 8192)"
@@ -88,11 +110,18 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "import_type": ImportType(args.import_type) if args.import_type else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    keys = tuple(args.api_key) + tuple(
-        k for k in env.get("MINERVA_API_KEYS", "").split(",") if k.strip()
-    )
-    if keys:
-        settings = replace(settings, api_keys=tuple(k.strip() for k in keys))
+    try:
+        keys = keys_from(args.api_key_file, env, "MINERVA_API_KEYS")
+        if keys:
+            settings = replace(settings, api_keys=keys)
+        check_exposure(
+            "core",
+            [listen_host(settings.listen)],
+            bool(settings.api_keys),
+            args.allow_unauthenticated,
+        )
+    except ExposureError as exc:
+        raise ConfigError(str(exc)) from exc
     if settings.models_dir is None and not settings.models:
         raise ConfigError("no models: pass --models-dir and/or --config with [[models]] entries")
     return settings

@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from aiohttp import web
+from minerva.v1.exposure import ALLOW_FLAG, ExposureError, check_exposure, keys_from, read_key_file
 
 from rest_bridge.app import create_app
 from rest_bridge.settings import Settings, parse_host_port
@@ -18,7 +20,8 @@ log = logging.getLogger("rest_bridge")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rest_bridge", description=__doc__)
+    # No abbreviations: `--api-key K` must not pass for `--api-key-file K`.
+    parser = argparse.ArgumentParser(prog="rest_bridge", description=__doc__, allow_abbrev=False)
     parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0: any)")
     parser.add_argument(
         "--ollama-listen",
@@ -27,15 +30,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--core", default="127.0.0.1:50051", help="the core's gRPC HOST:PORT")
     parser.add_argument(
-        "--api-key",
+        "--api-key-file",
+        type=Path,
         action="append",
         default=[],
-        help="accepted client key (repeatable; also MINERVA_API_KEYS=a,b)",
+        help="file of accepted client keys, one per line (repeatable; also MINERVA_API_KEYS=a,b)",
     )
     parser.add_argument(
-        "--core-api-key",
+        "--core-api-key-file",
+        type=Path,
         default=None,
-        help="key sent to the core (also MINERVA_CORE_API_KEY; default: the first client key)",
+        help="file holding the key sent to the core (also MINERVA_CORE_API_KEY; default: the "
+        "first client key)",
+    )
+    parser.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="serve a non-loopback --listen / --ollama-listen address without API keys",
     )
     parser.add_argument("--max-body-mb", type=int, default=16, help="request body limit (MiB)")
     parser.add_argument("--log-level", default="INFO")
@@ -45,12 +56,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Flags first, then the environment; keys from both are accepted."""
     host, port = parse_host_port(args.listen)
-    env_keys = [key.strip() for key in env.get("MINERVA_API_KEYS", "").split(",") if key.strip()]
-    keys = tuple(dict.fromkeys([*args.api_key, *env_keys]))
-    core_key = args.core_api_key or env.get("MINERVA_CORE_API_KEY") or (keys[0] if keys else None)
+    keys = keys_from(args.api_key_file, env, "MINERVA_API_KEYS")
+    core_file = read_key_file(args.core_api_key_file)[0] if args.core_api_key_file else None
+    core_key = core_file or env.get("MINERVA_CORE_API_KEY") or (keys[0] if keys else None)
     if args.max_body_mb < 1:
         raise SystemExit("--max-body-mb must be at least 1")
     extra = (parse_host_port(args.ollama_listen),) if args.ollama_listen else ()
+    hosts = [host, *(h for h, _ in extra)]
+    check_exposure("bridge", hosts, bool(keys), args.allow_unauthenticated)
     return Settings(
         host=host,
         port=port,
@@ -96,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         settings = build_settings(args, os.environ)
-    except ValueError as error:
+    except (ValueError, ExposureError) as error:
         raise SystemExit(f"rest_bridge: {error}") from error
     asyncio.run(serve(settings))
 

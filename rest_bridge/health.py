@@ -1,4 +1,5 @@
-"""GET /health: the bridge is up; 200 only while the core answers SERVING (never needs a key)."""
+"""GET /health: the bridge is up; 200 only while the core answers SERVING (never needs a key, so
+it tells nothing about the deployment, such as where the core is)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ async def health(request: web.Request) -> web.Response:
             {
                 "status": "unavailable",
                 "core": error.code().name,
-                "message": f"core unavailable at {client.address}",
+                "message": "core unavailable",
             },
             status=503,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from minerva.v1.exposure import ExposureError
 
 from rest_bridge.__main__ import build_settings, parse_args
 from rest_bridge.settings import Settings, parse_host_port
@@ -37,27 +39,72 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == 16 * 1024 * 1024
 
 
-def test_keys_from_flags_and_environment() -> None:
-    settings = settings_for(["--api-key", "a", "--api-key", "b"], {"MINERVA_API_KEYS": " c, a ,,d"})
-    assert settings.api_keys == ("a", "b", "c", "d")
+def _key_file(tmp_path: Path, name: str, *lines: str) -> str:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_keys_from_files_and_environment(tmp_path: Path) -> None:
+    keys = _key_file(tmp_path, "keys", "# clients", "a", "", "b")
+    more = _key_file(tmp_path, "more", "b", "e")
+    settings = settings_for(
+        ["--api-key-file", keys, "--api-key-file", more], {"MINERVA_API_KEYS": " c, a ,,d"}
+    )
+    assert settings.api_keys == ("a", "b", "e", "c", "d")
     assert settings.core_api_key == "a"
+
+
+def test_keys_are_not_taken_on_the_command_line() -> None:
+    # They would show in `ps` to every user of the machine.
+    with pytest.raises(SystemExit):
+        settings_for(["--api-key", "visible-to-ps"])
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "core_key"),
     [
-        (["--core-api-key", "flag"], {"MINERVA_CORE_API_KEY": "env"}, "flag"),
+        (["--core-api-key-file", "FILE"], {"MINERVA_CORE_API_KEY": "env"}, "from-file"),
         ([], {"MINERVA_CORE_API_KEY": "env", "MINERVA_API_KEYS": "x"}, "env"),
         ([], {"MINERVA_API_KEYS": "x,y"}, "x"),
     ],
 )
-def test_core_key_precedence(argv: list[str], env: dict[str, str], core_key: str) -> None:
+def test_core_key_precedence(
+    tmp_path: Path, argv: list[str], env: dict[str, str], core_key: str
+) -> None:
+    argv = [_key_file(tmp_path, "core", "from-file") if a == "FILE" else a for a in argv]
     assert settings_for(argv, env).core_api_key == core_key
 
 
-def test_keys_stay_out_of_the_settings_repr() -> None:
-    settings = settings_for(["--api-key", "top-secret", "--core-api-key", "core-secret"])
+def test_keys_stay_out_of_the_settings_repr(tmp_path: Path) -> None:
+    settings = settings_for(
+        ["--api-key-file", _key_file(tmp_path, "k", "top-secret")],
+        {"MINERVA_CORE_API_KEY": "core-secret"},
+    )
     assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "refused"),
+    [
+        (["--listen", "0.0.0.0:8000"], {}, "on 0.0.0.0 without API keys"),
+        (["--listen", "[::]:8000"], {}, "on :: without API keys"),
+        (["--listen", "bridge.internal:8000"], {}, "on bridge.internal without API keys"),
+        (["--ollama-listen", "10.0.0.5:11434"], {}, "on 10.0.0.5 without API keys"),
+        (["--listen", "0.0.0.0:8000"], {"MINERVA_API_KEYS": "k"}, None),
+        (["--listen", "0.0.0.0:8000", "--allow-unauthenticated"], {}, None),
+        (["--listen", "localhost:8000", "--ollama-listen", "[::1]:11434"], {}, None),
+        (["--listen", "127.0.0.2:8000"], {}, None),
+    ],
+)
+def test_deny_by_default_off_loopback(
+    argv: list[str], env: dict[str, str], refused: str | None
+) -> None:
+    if refused is None:
+        settings_for(argv, env)
+        return
+    with pytest.raises(ExposureError, match=re.escape(refused)):
+        settings_for(argv, env)
 
 
 @pytest.mark.parametrize(
@@ -90,10 +137,9 @@ def test_process_starts_reports_core_down_and_stops_on_sigterm(tmp_path: Path) -
                 "127.0.0.1:0",
                 "--core",
                 "127.0.0.1:1",
-                "--api-key",
-                "process-secret",
             ],
             cwd=ROOT,
+            env={**os.environ, "MINERVA_API_KEYS": "process-secret"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -102,7 +148,8 @@ def test_process_starts_reports_core_down_and_stops_on_sigterm(tmp_path: Path) -
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
         assert caught.value.code == 503
-        assert json.loads(caught.value.read())["message"] == "core unavailable at 127.0.0.1:1"
+        # An unauthenticated probe learns nothing of the deployment, such as the core's address.
+        assert json.loads(caught.value.read())["message"] == "core unavailable"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:

@@ -182,11 +182,14 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Pat
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Stack]:
     """The shared stack: API key on both sides, a 1 MiB body limit for the 413 test."""
+    log_dir = tmp_path_factory.mktemp("stack")
+    key_file = log_dir / "keys"
+    key_file.write_text(f"{API_KEY}\n")
     started = start_stack(
-        tmp_path_factory.mktemp("stack"),
+        log_dir,
         models_dir,
-        core_args=["--api-key", API_KEY],
-        bridge_args=["--api-key", API_KEY, "--max-body-mb", "1"],
+        core_args=["--api-key-file", str(key_file)],
+        bridge_args=["--api-key-file", str(key_file), "--max-body-mb", "1"],
         api_key=API_KEY,
     )
     yield started

@@ -303,3 +303,40 @@ def test_per_model_slots_and_kv_from_toml(tmp_path: Path) -> None:
     settings = Settings(**load_config(write_config(tmp_path, text)))
     assert settings.slots == 3
     assert (settings.models[0].slots, settings.models[0].kv_cache_tokens) == (2, 4096)
+
+
+def test_core_keys_come_from_files_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("# ops\nk1\n\nk2\n")
+    args = parse_args(["--models-dir", str(tmp_path), "--api-key-file", str(tmp_path / "keys")])
+    settings = build_settings(args, {"MINERVA_API_KEYS": "k3, k1"})
+    assert settings.api_keys == ("k1", "k2", "k3")
+    with pytest.raises(SystemExit):  # never on the command line, where `ps` shows it
+        parse_args(["--models-dir", str(tmp_path), "--api-key", "k"])
+    (tmp_path / "empty").write_text("# nothing\n")
+    args = parse_args(["--models-dir", str(tmp_path), "--api-key-file", str(tmp_path / "empty")])
+    with pytest.raises(ConfigError, match="holds no key"):
+        build_settings(args, {})
+
+
+@pytest.mark.parametrize(
+    ("listen", "extra", "env", "refused"),
+    [
+        ("0.0.0.0:50051", [], {}, True),
+        ("[::]:50051", [], {}, True),
+        ("core.svc.cluster.local:50051", [], {}, True),
+        ("0.0.0.0:50051", [], {"MINERVA_API_KEYS": "k"}, False),
+        ("0.0.0.0:50051", ["--allow-unauthenticated"], {}, False),
+        ("127.0.0.1:50051", [], {}, False),
+        ("[::1]:50051", [], {}, False),
+        ("localhost:50051", [], {}, False),
+    ],
+)
+def test_core_denies_by_default_off_loopback(
+    tmp_path: Path, listen: str, extra: list[str], env: dict[str, str], refused: bool
+) -> None:
+    args = parse_args(["--models-dir", str(tmp_path), "--listen", listen, *extra])
+    if not refused:
+        assert build_settings(args, env).listen == listen
+        return
+    with pytest.raises(ConfigError, match=r"without API keys.*--allow-unauthenticated"):
+        build_settings(args, env)

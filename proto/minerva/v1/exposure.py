@@ -1,0 +1,64 @@
+"""Deployment rules both processes share: where API keys come from, and the refusal to serve
+beyond this host without them (deny by default off loopback)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+ALLOW_FLAG = "--allow-unauthenticated"
+
+
+class ExposureError(Exception):
+    """A setting that would expose a server, or keys that cannot be read; for the operator."""
+
+
+def listen_host(listen: str) -> str:
+    """The host part of HOST:PORT, [V6]:PORT or a bare port (which listens everywhere)."""
+    host, _, _port = listen.rpartition(":")
+    return host.strip("[]")
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: localhost or a loopback address ("" and 0.0.0.0 are not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
+
+
+def check_exposure(what: str, hosts: Iterable[str], has_keys: bool, allowed: bool) -> None:
+    """ExposureError when a non-loopback host would be served without API keys."""
+    if has_keys or allowed:
+        return
+    for host in hosts:
+        if not is_loopback(host):
+            shown = host or "every interface"
+            raise ExposureError(
+                f"refusing to serve the {what} on {shown} without API keys: set "
+                f"MINERVA_API_KEYS or --api-key-file, or pass {ALLOW_FLAG} to serve it open"
+            )
+
+
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """Keys one per line; blank lines and `#` comments skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExposureError(f"cannot read key file {path}: {exc}") from exc
+    keys = tuple(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+    if not keys:
+        raise ExposureError(f"key file {path} holds no key")
+    return keys
+
+
+def keys_from(files: Iterable[Path], env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    """Keys from the files, then the comma-separated environment variable; duplicates once."""
+    keys = [key for path in files for key in read_key_file(path)]
+    keys += [key.strip() for key in env.get(variable, "").split(",") if key.strip()]
+    return tuple(dict.fromkeys(keys))
