@@ -35,6 +35,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--listen", help=f"host:port (default {DEFAULT_LISTEN})")
     p.add_argument(
+        "--allowed-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="directory model files may resolve under, beside --models-dir (repeatable; "
+        "symlinks in the models directory and configured paths are checked against these)",
+    )
+    p.add_argument(
         "--api-key-file",
         type=Path,
         action="append",
@@ -110,6 +118,9 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "import_type": ImportType(args.import_type) if args.import_type else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.allowed_root:
+        roots = (*settings.allowed_roots, *(p.resolve() for p in args.allowed_root))
+        settings = replace(settings, allowed_roots=roots)
     try:
         keys = keys_from(args.api_key_file, env, "MINERVA_API_KEYS")
         if keys:

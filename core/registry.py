@@ -158,10 +158,28 @@ class Registry:
             return None
         if fmt is None:
             return None
+        if not self._scanned_inside(entry):
+            log.warning(
+                "skipping %s: it resolves to %s, outside the models directory and the allowed "
+                "roots (or not at all)",
+                entry,
+                os.path.realpath(entry),
+            )
+            return None
         if not _ID_RE.match(model_id):
             log.warning("skipping %s: derived id %r is not a valid model id", entry, model_id)
             return None
         return self._spec(model_id, entry, fmt, None)
+
+    def _scanned_inside(self, entry: Path) -> bool:
+        """A scanned entry (a symlink, say) must resolve under the models directory or an
+        allowed root, as configured paths must: the directory is not a window onto the host."""
+        directory = self._settings.models_dir
+        roots = (*self._settings.allowed_roots, *((directory,) if directory else ()))
+        try:
+            return _under(entry.resolve(), roots)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+            return False
 
     def specs(self) -> list[ModelSpec]:
         with self._lock:

@@ -118,6 +118,8 @@ def core_has_flag(flag: str) -> bool:
 
 def core_command(config: ServeConfig, models_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "core", "--models-dir", str(models_dir)]
+    if core_has_flag("--allowed-root"):  # the models dir links to the model file elsewhere
+        command += ["--allowed-root", str(config.model.resolve().parent)]
     command += ["--listen", "127.0.0.1:0", "--threads", str(config.threads)]
     command += ["--context-size", str(config.context)]
     if core_has_flag("--slots"):

@@ -32,6 +32,8 @@ def core_settings(models_dir: Path, **overrides: object) -> Settings:
     base = Settings(
         listen="127.0.0.1:0",
         models_dir=models_dir,
+        # make_models_dir links the real models in: they resolve under the repository's models/.
+        allowed_roots=(DEFAULT_MODEL_PATH.parent,),
         threads=2,
         idle_ttl_s=0,
         default_context_size=2048,

@@ -48,6 +48,8 @@ def spawn_core(models_dir: Path, port: int) -> subprocess.Popen[str]:
             "core",
             "--models-dir",
             str(models_dir),
+            "--allowed-root",
+            str(DEFAULT_MODEL_PATH.parent),
             "--listen",
             f"127.0.0.1:{port}",
             "--shutdown-grace",

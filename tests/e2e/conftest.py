@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import DEFAULT_MODEL_ID, ROOT
+from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH, ROOT
 
 API_KEY = "e2e-key"
 START_TIMEOUT_S = 90.0
@@ -88,7 +88,16 @@ class ServerProcess:
 def core_process(log_dir: Path, models_dir: Path, *extra: str, port: int = 0) -> ServerProcess:
     return ServerProcess(
         name="core",
-        args=["--models-dir", str(models_dir), "--listen", f"127.0.0.1:{port}", *extra],
+        args=[
+            "--models-dir",
+            str(models_dir),
+            # models_dir links the real models in: they resolve under the repository's models/.
+            "--allowed-root",
+            str(DEFAULT_MODEL_PATH.parent),
+            "--listen",
+            f"127.0.0.1:{port}",
+            *extra,
+        ],
         log_path=log_dir / "core.log",
         ready_pattern=r"minerva core listening on 127\.0\.0\.1:(\d+)",
     )

@@ -340,3 +340,22 @@ def test_core_denies_by_default_off_loopback(
         return
     with pytest.raises(ConfigError, match=r"without API keys.*--allow-unauthenticated"):
         build_settings(args, env)
+
+
+def test_scanned_symlinks_must_resolve_under_the_allowed_roots(tmp_path: Path) -> None:
+    models, elsewhere, shared = tmp_path / "models", tmp_path / "elsewhere", tmp_path / "shared"
+    for d in (models, elsewhere, shared):
+        d.mkdir()
+    (elsewhere / "secret.gguf").write_bytes(b"GGUF")
+    (shared / "ok.gguf").write_bytes(b"GGUF")
+    (models / "real.gguf").write_bytes(b"GGUF")
+    (models / "escape.gguf").symlink_to(elsewhere / "secret.gguf")
+    (models / "linked.gguf").symlink_to(shared / "ok.gguf")
+    (models / "loop.gguf").symlink_to(models / "loop.gguf")
+    ids = [s.id for s in Registry(Settings(models_dir=models)).specs()]
+    assert ids == ["real"]
+    roots = (shared,)
+    ids = [s.id for s in Registry(Settings(models_dir=models, allowed_roots=roots)).specs()]
+    assert ids == ["linked", "real"]
+    args = parse_args(["--models-dir", str(models), "--allowed-root", str(shared)])
+    assert build_settings(args, {}).allowed_roots == (shared.resolve(),)
