@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from minerva.v1 import request_ids
 from minerva.v1.exposure import (
     ALLOW_FLAG,
     ExposureError,
@@ -94,6 +95,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--shutdown-grace", type=float, help="seconds to drain on SIGTERM (default 10)")
     p.add_argument("--log-level", default=os.environ.get("MINERVA_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-format",
+        choices=request_ids.LOG_FORMATS,
+        default="text",
+        help="text, or json (one object per line); both carry request ids",
+    )
     return p.parse_args(argv)
 
 
@@ -148,9 +155,7 @@ async def _main(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    request_ids.configure_logging(args.log_level, args.log_format)
     try:
         settings = build_settings(args, dict(os.environ))
         asyncio.run(_main(settings))

@@ -26,6 +26,7 @@ from core.services.auth import AuthInterceptor
 from core.services.drain import DrainInterceptor
 from core.services.inference_service import InferenceServicer
 from core.services.model_service import ModelCatalog, ModelServicer
+from core.services.request_id import RequestIdInterceptor
 from core.services.status import ErrorInterceptor
 from core.settings import Settings, import_cache_dir
 
@@ -107,9 +108,15 @@ async def start(settings: Settings) -> CoreServer:
     )
     limit = settings.max_message_mb * 2**20
     drain = DrainInterceptor()
-    # Order matters: the error interceptor wraps the drain refusal and auth is checked before work.
+    # Order matters: the request id is set around everything (errors are logged with it), the
+    # error interceptor wraps the drain refusal, and auth is checked before work.
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), drain, AuthInterceptor(settings.api_keys)],
+        interceptors=[
+            RequestIdInterceptor(),
+            ErrorInterceptor(),
+            drain,
+            AuthInterceptor(settings.api_keys),
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             # Replies (embeddings above all) may outgrow requests; the bridge accepts this much.

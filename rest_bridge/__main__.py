@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
+from minerva.v1 import request_ids
 from minerva.v1.exposure import ALLOW_FLAG, ExposureError, check_exposure, keys_from, read_key_file
 
 from rest_bridge.app import create_app
@@ -50,6 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-body-mb", type=int, default=16, help="request body limit (MiB)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=request_ids.LOG_FORMATS,
+        default="text",
+        help="text, or json (one object per line); both carry request ids",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +83,8 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
 
 
 async def serve(settings: Settings) -> None:
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True)
+    # access_log=None: request_id_middleware writes the access log, with the request id.
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -104,9 +112,7 @@ async def _wait_for_stop_signal() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    request_ids.configure_logging(args.log_level, args.log_format)
     try:
         settings = build_settings(args, os.environ)
     except (ValueError, ExposureError) as error:

@@ -22,6 +22,7 @@ from rest_bridge.app_keys import CLIENT, METRICS, SETTINGS
 from rest_bridge.auth import auth_middleware
 from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import error_middleware
+from rest_bridge.request_id import echo_request_id, request_id_middleware
 from rest_bridge.settings import Settings
 
 ENDPOINT_FAMILIES = (models, chat, completions, embeddings, utility, health, metrics, ollama)
@@ -30,14 +31,20 @@ ENDPOINT_FAMILIES = (models, chat, completions, embeddings, utility, health, met
 def create_app(settings: Settings, client: CoreClient | None = None) -> web.Application:
     """Builds the bridge; without `client` the app opens (and closes) its own channel."""
     counters = metrics.BridgeMetrics()
-    # Outermost: it counts the status each client got, errors included.
-    middlewares: list[Middleware] = [metrics.metrics_middleware(counters), error_middleware]
+    # Outermost the request id (every log line carries it), then the metrics, which count the
+    # status each client got, errors included.
+    middlewares: list[Middleware] = [
+        request_id_middleware,
+        metrics.metrics_middleware(counters),
+        error_middleware,
+    ]
     if settings.api_keys:
         middlewares.append(auth_middleware(settings.api_keys))
     # aiohttp answers 413 on its own past client_max_size; error_middleware wraps it.
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = counters
+    app.on_response_prepare.append(echo_request_id)
     if client is not None:
         app[CLIENT] = client
     else:

@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from minerva.v1 import inference_pb2_grpc, models_pb2_grpc
 
+from rest_bridge.request_id import client_interceptors
 from rest_bridge.settings import MIB, Settings
 
 # Responses (embeddings of many inputs) can outgrow the request that asked for them.
@@ -52,7 +53,9 @@ def channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
 def connect(settings: Settings) -> CoreClient:
     """Opens a lazy channel (no I/O until the first call); must run inside the event loop."""
     channel = grpc.aio.insecure_channel(
-        settings.core_address, options=channel_options(settings.max_body_bytes)
+        settings.core_address,
+        options=channel_options(settings.max_body_bytes),
+        interceptors=client_interceptors(),
     )
     return CoreClient(
         address=settings.core_address,

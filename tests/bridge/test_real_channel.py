@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -101,6 +102,29 @@ async def test_stream_through_a_real_channel_sends_the_core_key(
         {},
     ]
     assert core.inference.metadata[0]["authorization"] == "Bearer core-key"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("client-req-7", True), (None, False), ("has spaces", False), ("x" * 129, False)],
+)
+async def test_request_ids_are_echoed_and_reach_the_core(
+    bridge: TestClient, core: Core, sent: str | None, kept: bool
+) -> None:
+    headers = {**AUTH, **({"x-request-id": sent} if sent is not None else {})}
+    for stream in (True, False):
+        response = await bridge.post(CHAT, json=chat("hello", stream=stream), headers=headers)
+        assert response.status == 200
+        rid = response.headers["x-request-id"]
+        assert rid == sent if kept else re.fullmatch(r"[0-9a-f]{32}", rid)
+        assert core.inference.metadata[-1]["x-request-id"] == rid
+    # Errors and routes the bridge refuses itself carry one too.
+    failed = await bridge.post(CHAT, json=chat("fail"), headers=headers)
+    assert failed.status == 400 and failed.headers["x-request-id"]
+    missing = await bridge.get("/no/such/route", headers=headers)
+    assert missing.status == 404 and missing.headers["x-request-id"]
+    unauthorized = await bridge.get("/v1/models")
+    assert unauthorized.status == 401 and unauthorized.headers["x-request-id"]
 
 
 async def test_trailing_metadata_param_survives_the_wire(bridge: TestClient) -> None:

@@ -79,6 +79,8 @@ def _malformed(models: Path) -> dict[str, str]:
 async def hf(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Client, dict]]:
     models = tmp_path_factory.mktemp("hf-models")
     weights = tiny_checkpoint(models / "tiny-llama")
+    # A vocabulary as big as SmolLM2's: converting and loading it takes a while to see.
+    tiny_checkpoint(models / "first-chat", shape=Shape(vocab=SHAPE_135M.vocab))
     tiny_checkpoint(models / "tiny-qwen2", architecture="Qwen2ForCausalLM", tied=True)
     malformed = _malformed(models)
     core = await start(core_settings(models, import_cache_dir=models.parent / "hf-cache"))
@@ -99,7 +101,7 @@ def _greedy_reference(weights: dict, tokens: list[int], count: int) -> list[int]
 async def test_first_chat_converts_then_answers(hf: tuple[Client, dict]) -> None:
     client, ctx = hf
     request = pb.ChatRequest(
-        model_id="tiny-llama",
+        model_id="first-chat",
         messages=[pb.ChatMessage(role="user", content="hello world")],
         sampling=pb.SamplingParams(temperature=0.0, max_tokens=6),
     )
@@ -113,7 +115,7 @@ async def test_first_chat_converts_then_answers(hf: tuple[Client, dict]) -> None
     # <|im_start|> u s e r \n hello Ġworld <|im_end|> \n <|im_start|> a s s i s t a n t \n
     assert final.usage.prompt_tokens == 21
     assert final.usage.completion_tokens == sum(len(c.token_ids) for c in chunks) >= 1
-    assert len(list(ctx["cache"].glob("tiny-llama-*-f16-*.gguf"))) == 1
+    assert len(list(ctx["cache"].glob("first-chat-*-f16-*.gguf"))) == 1
     # The conversion and the load happened inside this request and are counted in its timings:
     # the same request on the loaded model waits a small fraction of that.
     again = None
@@ -187,7 +189,9 @@ async def test_each_malformed_checkpoint_gets_its_own_error(hf: tuple[Client, di
     # Nothing half-written is left behind, and the good models still serve.
     assert not list(ctx["cache"].glob("*.partial"))
     request = pb.GenerateRequest(
-        model_id="tiny-llama", text="hello", sampling=pb.SamplingParams(max_tokens=2)
+        model_id="tiny-llama",
+        text="hello",
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=2),
     )
     finals = [m.final async for m in client.inference.Generate(request) if m.HasField("final")]
     assert finals[0].usage.completion_tokens == 2
@@ -243,7 +247,9 @@ async def test_a_single_file_with_its_config_beside_it_imports_as_configured(
         (converted,) = (models / ".cache" / "gguf").glob("weights.safetensors-*-q8_0-*.gguf")
         assert gguf.GGUFReader(converted).fields["general.file_type"].contents() == 7  # Q8_0
         request = pb.GenerateRequest(
-            model_id="single", text="hello world", sampling=pb.SamplingParams(max_tokens=3)
+            model_id="single",
+            text="hello world",
+            sampling=pb.SamplingParams(temperature=0.0, max_tokens=3),
         )
         finals = [m.final async for m in client.inference.Generate(request) if m.HasField("final")]
         assert finals[0].usage.prompt_tokens == 2 and finals[0].usage.completion_tokens == 3

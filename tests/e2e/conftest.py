@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ def bridge_process(log_dir: Path, core_port: int, *extra: str) -> ServerProcess:
 class RawResponse:
     status: int
     json: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,21 +141,29 @@ class Stack:
             base_url=self.base_url, api_key=self.api_key or "unused", max_retries=0, timeout=60
         )
 
-    def http(self, method: str, path: str, body: bytes | None = None) -> RawResponse:
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawResponse:
         """A plain HTTP request (with the key), for what the SDK hides: status and raw JSON."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.bridge.port}{path}",
             data=body,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         if self.api_key:
             request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return RawResponse(response.status, json.loads(response.read()))
+                return RawResponse(
+                    response.status, json.loads(response.read()), dict(response.headers)
+                )
         except urllib.error.HTTPError as error:
-            return RawResponse(error.code, json.loads(error.read()))
+            return RawResponse(error.code, json.loads(error.read()), dict(error.headers))
 
     def stop(self) -> None:
         self.bridge.stop()

@@ -1,12 +1,17 @@
-"""Both processes refuse to start on a non-loopback address without API keys."""
+"""Both processes refuse to start on a non-loopback address without API keys; request ids
+travel from the client through both processes' logs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import MODEL, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,3 +40,25 @@ def test_an_open_server_off_loopback_does_not_start(
     output = done.stdout + done.stderr
     assert "without API keys" in output and "--allow-unauthenticated" in output
     assert "listening" not in output
+
+
+def test_a_request_id_is_in_both_processes_logs(stack: Stack) -> None:
+    rid = "e2e-trace-4242"
+    core_before = stack.core.log_path.stat().st_size
+    bridge_before = stack.bridge.log_path.stat().st_size
+    response = stack.http(
+        "POST",
+        "/tokenize",
+        json.dumps({"content": "Hello", "model": MODEL}).encode(),
+        headers={"x-request-id": rid},
+    )
+    assert response.status == 200
+    assert response.headers["x-request-id"] == rid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        core_log, bridge_log = stack.core.log_text(core_before), stack.bridge.log_text(bridge_before)
+        if f"[{rid}]" in core_log and f"[{rid}]" in bridge_log:
+            break
+        time.sleep(0.05)
+    assert f"[{rid}]" in core_log and "Tokenize OK" in core_log
+    assert f"[{rid}]" in bridge_log and "POST /tokenize 200" in bridge_log
