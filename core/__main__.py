@@ -51,6 +51,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="file of accepted API keys, one per line (repeatable; also MINERVA_API_KEYS=a,b)",
     )
     p.add_argument(
+        "--admin-key-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="file of admin keys, one per line (also MINERVA_ADMIN_KEYS=a,b): when set, "
+        "LoadModel, UnloadModel and keep-alive unloads need one",
+    )
+    p.add_argument(
         ALLOW_FLAG,
         action="store_true",
         help="serve a non-loopback --listen address without API keys",
@@ -132,10 +140,13 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         keys = keys_from(args.api_key_file, env, "MINERVA_API_KEYS")
         if keys:
             settings = replace(settings, api_keys=keys)
+        admin = keys_from(args.admin_key_file, env, "MINERVA_ADMIN_KEYS")
+        if admin:
+            settings = replace(settings, admin_keys=admin)
         check_exposure(
             "core",
             [listen_host(settings.listen)],
-            bool(settings.api_keys),
+            bool(settings.api_keys or settings.admin_keys),
             args.allow_unauthenticated,
         )
     except ExposureError as exc:

@@ -53,5 +53,9 @@ class Unauthenticated(MinervaError):
     """An API key is required and was missing or wrong."""
 
 
+class PermissionDenied(MinervaError):
+    """The key is valid but may not do this (model administration needs an admin key)."""
+
+
 class ConfigError(MinervaError):
     """The server's configuration is invalid; raised at startup, never to clients."""

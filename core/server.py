@@ -22,7 +22,7 @@ from core.importer.importer import Importer
 from core.inference import Inference
 from core.manager import ModelManager
 from core.registry import Registry
-from core.services.auth import AuthInterceptor
+from core.services.auth import AuthInterceptor, KeyRing
 from core.services.drain import DrainInterceptor
 from core.services.inference_service import InferenceServicer
 from core.services.model_service import ModelCatalog, ModelServicer
@@ -115,7 +115,7 @@ async def start(settings: Settings) -> CoreServer:
             RequestIdInterceptor(),
             ErrorInterceptor(),
             drain,
-            AuthInterceptor(settings.api_keys),
+            AuthInterceptor(KeyRing(settings.api_keys, settings.admin_keys)),
         ],
         options=[
             ("grpc.max_receive_message_length", limit),

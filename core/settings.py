@@ -82,7 +82,10 @@ class Settings:
     # SafeTensors models are converted to GGUF here (None: <models_dir>/.cache/gguf).
     import_cache_dir: Path | None = None
     import_type: ImportType = ImportType.F16
-    api_keys: tuple[str, ...] = ()
+    # repr=False keeps keys out of any log line that prints the settings.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # When set, model administration (LoadModel, UnloadModel, keep-alive unloads) needs one.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
 

@@ -45,6 +45,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "first client key)",
     )
     parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="file of admin keys (also MINERVA_ADMIN_KEYS=a,b): their holders may administer "
+        "models (Ollama keep-alive unloads, load/unload) when the core has admin keys",
+    )
+    parser.add_argument(
+        "--core-admin-key-file",
+        type=Path,
+        default=None,
+        help="file holding the core admin key sent for admin callers (also "
+        "MINERVA_CORE_ADMIN_KEY; default: the first admin key)",
+    )
+    parser.add_argument(
         ALLOW_FLAG,
         action="store_true",
         help="serve a non-loopback --listen / --ollama-listen address without API keys",
@@ -69,8 +84,15 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
     if args.max_body_mb < 1:
         raise SystemExit("--max-body-mb must be at least 1")
     extra = (parse_host_port(args.ollama_listen),) if args.ollama_listen else ()
+    admin = keys_from(args.admin_key_file, env, "MINERVA_ADMIN_KEYS")
+    core_admin_file = (
+        read_key_file(args.core_admin_key_file)[0] if args.core_admin_key_file else None
+    )
+    core_admin = (
+        core_admin_file or env.get("MINERVA_CORE_ADMIN_KEY") or (admin[0] if admin else None)
+    )
     hosts = [host, *(h for h, _ in extra)]
-    check_exposure("bridge", hosts, bool(keys), args.allow_unauthenticated)
+    check_exposure("bridge", hosts, bool(keys or admin), args.allow_unauthenticated)
     return Settings(
         host=host,
         port=port,
@@ -78,6 +100,8 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         core_address=args.core,
         api_keys=keys,
         core_api_key=core_key,
+        admin_keys=admin,
+        core_admin_key=core_admin,
         max_body_mb=args.max_body_mb,
     )
 

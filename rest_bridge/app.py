@@ -38,8 +38,10 @@ def create_app(settings: Settings, client: CoreClient | None = None) -> web.Appl
         metrics.metrics_middleware(counters),
         error_middleware,
     ]
-    if settings.api_keys:
-        middlewares.append(auth_middleware(settings.api_keys))
+    if settings.api_keys or settings.admin_keys:
+        middlewares.append(
+            auth_middleware(settings.api_keys, settings.admin_keys, settings.core_admin_key)
+        )
     # aiohttp answers 413 on its own past client_max_size; error_middleware wraps it.
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings

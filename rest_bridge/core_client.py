@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
-from minerva.v1 import inference_pb2_grpc, models_pb2_grpc
+from minerva.v1 import inference_pb2_grpc, models_pb2_grpc, request_ids
 
-from rest_bridge.request_id import client_interceptors
+from rest_bridge.auth import core_key_override
 from rest_bridge.settings import MIB, Settings
 
 # Responses (embeddings of many inputs) can outgrow the request that asked for them.
@@ -36,6 +37,37 @@ class CoreClient:
 
 def auth_metadata(core_api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {core_api_key}"),) if core_api_key else ()
+
+
+def _call_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """This request's id, and an admin caller's core key in place of the default one."""
+    rid, admin_key = request_ids.current.get(), core_key_override.get()
+    if rid == "-" and admin_key is None:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if rid != "-":
+        metadata[request_ids.HEADER] = rid
+    if admin_key is not None:
+        metadata["authorization"] = f"Bearer {admin_key}"
+    return details._replace(metadata=metadata)
+
+
+class _UnaryUnaryContext(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_call_context(details), request)
+
+
+class _UnaryStreamContext(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_call_context(details), request)
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    return [_UnaryUnaryContext(), _UnaryStreamContext()]
 
 
 def channel_options(max_body_bytes: int) -> list[tuple[str, int]]:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
 from aiohttp import web
 from minerva.v1 import request_ids
 
@@ -47,30 +45,3 @@ async def echo_request_id(request: web.Request, response: web.StreamResponse) ->
     if rid is None:  # refused before the middleware ran (e.g. a malformed request line)
         rid = request_ids.accept_or_new(request.headers.get(request_ids.HEADER))
     response.headers[request_ids.HEADER] = rid
-
-
-def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-    rid = request_ids.current.get()
-    if rid == "-":
-        return details
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    metadata[request_ids.HEADER] = rid
-    return details._replace(metadata=metadata)
-
-
-class UnaryUnaryRequestId(grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(_with_request_id(details), request)
-
-
-class UnaryStreamRequestId(grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(_with_request_id(details), request)
-
-
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    return [UnaryUnaryRequestId(), UnaryStreamRequestId()]

@@ -19,6 +19,9 @@ class Settings:
     # repr=False keeps keys out of any log line that prints the settings.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     core_api_key: str | None = field(default=None, repr=False)
+    # Admin callers (model administration); their core calls use core_admin_key.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    core_admin_key: str | None = field(default=None, repr=False)
     max_body_mb: int = 16
 
     @property

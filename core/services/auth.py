@@ -1,17 +1,33 @@
-"""Optional API keys: `authorization: Bearer <key>` metadata, compared in constant time."""
+"""API keys and their roles: `authorization: Bearer <key>` metadata, compared in constant time.
+
+Client keys may generate, embed, tokenize and list. When admin keys are configured, model
+administration needs one: LoadModel, UnloadModel, and a keep_alive_seconds of 0 (unload once
+idle, as Ollama clients send). Without admin keys, client keys administer too (as before roles).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from core.errors import Unauthenticated
+from core.errors import MinervaError, PermissionDenied, Unauthenticated
 
 # Probes and schema discovery stay open: they reveal nothing a key protects.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+ADMIN_METHODS = frozenset(
+    {"/minerva.v1.ModelService/LoadModel", "/minerva.v1.ModelService/UnloadModel"}
+)
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    ADMIN = "admin"
 
 
 def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -29,8 +45,36 @@ def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class KeyRing:
+    """The accepted keys; repr=False keeps them out of logs."""
+
+    client: tuple[str, ...] = field(default=(), repr=False)
+    admin: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.client or self.admin)
+
+    def role(self, presented: str) -> Role | None:
+        """The role of a presented key; None when it is no key of ours."""
+        is_admin = key_matches(presented, self.admin)
+        is_client = key_matches(presented, self.client)
+        if is_admin or (is_client and not self.admin):
+            return Role.ADMIN
+        return Role.CLIENT if is_client else None
+
+
+def _unloads(request: Any) -> bool:
+    """A request asking for its model to be unloaded once idle (keep_alive_seconds = 0)."""
+    try:
+        return bool(request.HasField("keep_alive_seconds")) and request.keep_alive_seconds == 0
+    except ValueError:  # a message without that field
+        return False
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, keys: tuple[str, ...]) -> None:
+    def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
 
     async def intercept_service(
@@ -39,25 +83,60 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or not self._keys or details.method.startswith(_OPEN_PREFIXES):
+        if handler is None or not self._keys.enabled or details.method.startswith(_OPEN_PREFIXES):
             return handler
-        if key_matches(bearer(details.invocation_metadata), self._keys):
+        role = self._keys.role(bearer(details.invocation_metadata))
+        if role is None:
+            return _refused(handler, Unauthenticated(_DENIED))
+        if role is Role.ADMIN:
             return handler
-        return _denied(handler)
+        if details.method in ADMIN_METHODS:
+            name = details.method.rsplit("/", 1)[-1]
+            return _refused(handler, PermissionDenied(f"{name} needs an admin key"))
+        return _checked(handler)
 
 
 _DENIED = "missing or invalid API key (send metadata `authorization: Bearer <key>`)"
+_UNLOAD_DENIED = "keep_alive_seconds 0 unloads the model: that needs an admin key"
 
 
-def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _refused(handler: grpc.RpcMethodHandler, error: MinervaError) -> grpc.RpcMethodHandler:
     # Raised, not aborted here: ErrorInterceptor (outermost) owns the error -> status table.
+    def fresh() -> MinervaError:  # one exception object per call: tracebacks must not pile up
+        return type(error)(error.message, param=error.param)
+
     async def unary(_request: Any, _context: grpc.aio.ServicerContext) -> Any:
-        raise Unauthenticated(_DENIED)
+        raise fresh()
 
     async def stream(_request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        raise Unauthenticated(_DENIED)
+        raise fresh()
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:
         return handler._replace(unary_stream=stream)
     return handler._replace(unary_unary=unary)
+
+
+def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A client's call, refused if the request would unload its model."""
+    if handler.unary_unary is not None:
+        inner_unary = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if _unloads(request):
+                raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
+            return await inner_unary(request, context)
+
+        return handler._replace(unary_unary=unary)
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if _unloads(request):
+                raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
+            async with contextlib.aclosing(inner_stream(request, context)) as messages:
+                async for message in messages:
+                    yield message
+
+        return handler._replace(unary_stream=stream)
+    return handler

@@ -29,6 +29,7 @@ STATUS_BY_ERROR: dict[type[errors.MinervaError], grpc.StatusCode] = {
     errors.ModelBusy: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

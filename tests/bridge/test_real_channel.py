@@ -127,6 +127,27 @@ async def test_request_ids_are_echoed_and_reach_the_core(
     assert unauthorized.status == 401 and unauthorized.headers["x-request-id"]
 
 
+async def test_admin_callers_reach_the_core_with_the_admin_key(
+    aiohttp_client: Any, core: Core
+) -> None:
+    settings = Settings(
+        core_address=f"127.0.0.1:{core.port}",
+        api_keys=("client-key",),
+        core_api_key="core-key",
+        admin_keys=("admin-key",),
+        core_admin_key="core-admin-key",
+    )
+    bridge: TestClient = await aiohttp_client(create_app(settings))
+    for key, sent in (("admin-key", "core-admin-key"), ("client-key", "core-key")):
+        response = await bridge.post(
+            CHAT, json=chat("hello"), headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status == 200
+        assert core.inference.metadata[-1]["authorization"] == f"Bearer {sent}"
+    refused = await bridge.post(CHAT, json=chat("hello"), headers={"Authorization": "Bearer x"})
+    assert refused.status == 401
+
+
 async def test_trailing_metadata_param_survives_the_wire(bridge: TestClient) -> None:
     response = await bridge.post(CHAT, json=chat("fail", stream=True), headers=AUTH)
     assert response.status == 400

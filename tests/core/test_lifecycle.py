@@ -132,6 +132,61 @@ async def test_api_keys_required_on_calls_but_not_health(tmp_path: Path) -> None
         await core.stop(0)
 
 
+async def test_admin_keys_guard_model_administration(tmp_path: Path) -> None:
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    core = await start(core_settings(models_dir, api_keys=("client",), admin_keys=("admin",)))
+    client = Client(core)
+    as_client = (("authorization", "Bearer client"),)
+    as_admin = (("authorization", "Bearer admin"),)
+
+    async def status(call: object) -> grpc.StatusCode:
+        try:
+            if hasattr(call, "__aiter__"):
+                async for _ in call:  # type: ignore[attr-defined]
+                    pass
+            else:
+                await call  # type: ignore[misc]
+        except grpc.aio.AioRpcError as err:
+            assert err.code() != grpc.StatusCode.PERMISSION_DENIED or "admin key" in (
+                err.details() or ""
+            )
+            return err.code()
+        return grpc.StatusCode.OK
+
+    def generate(keep_alive: float | None, metadata: tuple) -> object:
+        request = pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID, text="Hi", sampling=pb.SamplingParams(max_tokens=1)
+        )
+        if keep_alive is not None:
+            request.keep_alive_seconds = keep_alive
+        return client.inference.Generate(request, metadata=metadata)
+
+    load = models_pb2.LoadModelRequest(model_id=DEFAULT_MODEL_ID)
+    unload = models_pb2.UnloadModelRequest(model_id=DEFAULT_MODEL_ID)
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    try:
+        assert await status(client.models.LoadModel(load, metadata=as_client)) == denied
+        assert await status(client.models.UnloadModel(unload, metadata=as_client)) == denied
+        assert await status(generate(0, as_client)) == denied  # Ollama's keep_alive 0
+        assert await status(generate(None, as_client)) == grpc.StatusCode.OK
+        assert await status(generate(300, as_client)) == grpc.StatusCode.OK
+        listed = await client.models.ListModels(models_pb2.ListModelsRequest(), metadata=as_client)
+        assert DEFAULT_MODEL_ID in {m.id for m in listed.models}
+        # The admin key does everything a client key does, and administers.
+        assert await status(generate(0, as_admin)) == grpc.StatusCode.OK
+        assert await status(client.models.UnloadModel(unload, metadata=as_admin)) == (
+            grpc.StatusCode.OK
+        )
+        assert await status(client.models.LoadModel(load, metadata=as_admin)) == (
+            grpc.StatusCode.OK
+        )
+        no_key = client.models.LoadModel(load)
+        assert await status(no_key) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await client.channel.close()
+        await core.stop(0)
+
+
 async def test_an_unimportable_safetensors_file_fails_without_evicting(tmp_path: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file

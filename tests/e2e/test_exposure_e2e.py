@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import MODEL, Stack
+from tests.e2e.conftest import MODEL, Stack, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,9 +56,40 @@ def test_a_request_id_is_in_both_processes_logs(stack: Stack) -> None:
     assert response.headers["x-request-id"] == rid
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        core_log, bridge_log = stack.core.log_text(core_before), stack.bridge.log_text(bridge_before)
+        core_log, bridge_log = (
+            stack.core.log_text(core_before),
+            stack.bridge.log_text(bridge_before),
+        )
         if f"[{rid}]" in core_log and f"[{rid}]" in bridge_log:
             break
         time.sleep(0.05)
     assert f"[{rid}]" in core_log and "Tokenize OK" in core_log
     assert f"[{rid}]" in bridge_log and "POST /tokenize 200" in bridge_log
+
+
+def test_admin_keys_guard_model_administration_end_to_end(tmp_path: Path, models_dir: Path) -> None:
+    (tmp_path / "clients").write_text("client-key\n")
+    (tmp_path / "admins").write_text("admin-key\n")
+    keys = [
+        "--api-key-file",
+        str(tmp_path / "clients"),
+        "--admin-key-file",
+        str(tmp_path / "admins"),
+    ]
+    stack = start_stack(tmp_path / "logs", models_dir, keys, keys, None)
+    try:
+        unload = json.dumps({"model": MODEL, "prompt": "", "keep_alive": 0, "stream": False})
+        unload_body = unload.encode()
+
+        def as_(key: str, path: str, body: bytes) -> int:
+            return stack.http("POST", path, body, {"Authorization": f"Bearer {key}"}).status
+
+        generate = json.dumps(
+            {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 1}, "stream": False}
+        )
+        assert as_("client-key", "/api/generate", generate.encode()) == 200
+        assert as_("client-key", "/api/generate", unload_body) == 403
+        assert as_("admin-key", "/api/generate", unload_body) == 200
+        assert as_("nobody", "/api/generate", unload_body) == 401
+    finally:
+        stack.stop()

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from core.errors import Unauthenticated
-from core.services.auth import AuthInterceptor
+from core.services.auth import AuthInterceptor, KeyRing
 from core.services.status import ErrorInterceptor
 
 KEY = "k-secret"
@@ -66,7 +66,7 @@ def continuation_for(
 
 
 async def test_denied_unary_raises_unauthenticated_instead_of_aborting() -> None:
-    handler = await AuthInterceptor((KEY,)).intercept_service(
+    handler = await AuthInterceptor(KeyRing((KEY,))).intercept_service(
         continuation_for(HANDLERS["Echo"]), Details("/t.Svc/Echo")
     )
     context = FakeContext()
@@ -76,7 +76,7 @@ async def test_denied_unary_raises_unauthenticated_instead_of_aborting() -> None
 
 
 async def test_denied_stream_raises_unauthenticated_instead_of_aborting() -> None:
-    handler = await AuthInterceptor((KEY,)).intercept_service(
+    handler = await AuthInterceptor(KeyRing((KEY,))).intercept_service(
         continuation_for(HANDLERS["EchoTwice"]), Details("/t.Svc/EchoTwice")
     )
     context = FakeContext()
@@ -101,7 +101,7 @@ async def test_unexpected_error_log_names_the_method(caplog: pytest.LogCaptureFi
 
 
 async def test_through_a_real_server_refusals_become_unauthenticated() -> None:
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(), AuthInterceptor((KEY,))])
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), AuthInterceptor(KeyRing((KEY,)))])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Svc", HANDLERS),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -19,6 +19,7 @@ ROWS = [
     (errors.ModelBusy, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 
