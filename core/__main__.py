@@ -16,8 +16,10 @@ from minerva.v1.exposure import (
     ALLOW_FLAG,
     ExposureError,
     check_exposure,
+    check_tls_pair,
     keys_from,
     listen_host,
+    read_pem,
 )
 
 from core.errors import ConfigError
@@ -57,6 +59,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         help="file of admin keys, one per line (also MINERVA_ADMIN_KEYS=a,b): when set, "
         "LoadModel, UnloadModel and keep-alive unloads need one",
+    )
+    p.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate")
+    p.add_argument("--tls-key", type=Path, help="the TLS certificate's PEM private key")
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA: require client certificates it signed (mutual TLS)",
     )
     p.add_argument(
         ALLOW_FLAG,
@@ -130,6 +139,9 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "max_message_mb": args.max_message_mb,
         "shutdown_grace_s": args.shutdown_grace,
         "import_cache_dir": args.import_cache_dir,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
         "import_type": ImportType(args.import_type) if args.import_type else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -143,10 +155,17 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         admin = keys_from(args.admin_key_file, env, "MINERVA_ADMIN_KEYS")
         if admin:
             settings = replace(settings, admin_keys=admin)
+        check_tls_pair(settings.tls_cert, settings.tls_key, "--tls-cert/--tls-key")
+        if settings.tls_client_ca and not settings.tls_cert:
+            raise ExposureError("--tls-client-ca needs --tls-cert and --tls-key")
+        read_pem(settings.tls_cert, "TLS certificate")
+        read_pem(settings.tls_key, "TLS private key")
+        read_pem(settings.tls_client_ca, "TLS client CA")
         check_exposure(
             "core",
             [listen_host(settings.listen)],
-            bool(settings.api_keys or settings.admin_keys),
+            # Mutual TLS authenticates callers too.
+            bool(settings.api_keys or settings.admin_keys or settings.tls_client_ca),
             args.allow_unauthenticated,
         )
     except ExposureError as exc:

@@ -14,9 +14,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from minerva.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from minerva.v1.exposure import ExposureError, read_pem
 
 from core.engine.llama_backend import init_backend
 from core.engine_factory import EngineFactory
+from core.errors import ConfigError
 from core.importer.cache import ImportCache
 from core.importer.importer import Importer
 from core.inference import Inference
@@ -133,7 +135,7 @@ async def start(settings: Settings) -> CoreServer:
     reflection.enable_server_reflection(
         (*SERVICES, reflection.SERVICE_NAME, "grpc.health.v1.Health"), server
     )
-    port = server.add_insecure_port(settings.listen)
+    port = _bind(server, settings)
     await server.start()
     core = CoreServer(server, port, health, registry, manager, drain)
     for name in ("", *SERVICES):
@@ -154,3 +156,20 @@ async def serve(settings: Settings, stop_event: asyncio.Event) -> None:
     log.info("shutting down: draining for up to %.0f s", settings.shutdown_grace_s)
     await core.stop(settings.shutdown_grace_s)
     log.info("stopped")
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    """The listening port: TLS (mutual with a client CA) when a certificate is configured."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return server.add_insecure_port(settings.listen)
+    try:
+        cert = read_pem(settings.tls_cert, "TLS certificate")
+        key = read_pem(settings.tls_key, "TLS private key")
+        client_ca = read_pem(settings.tls_client_ca, "TLS client CA")
+    except ExposureError as exc:
+        raise ConfigError(str(exc)) from exc
+    assert cert is not None and key is not None
+    credentials = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+    return server.add_secure_port(settings.listen, credentials)

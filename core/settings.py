@@ -88,6 +88,11 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
+    # gRPC over TLS with this certificate and key; with a client CA, mutual TLS (clients must
+    # present a certificate it signed).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     def __post_init__(self) -> None:
         # replace() runs this too, so CLI overrides in build_settings are covered.
@@ -163,6 +168,9 @@ _SERVER_KEYS = {
     "max_message_mb": int,
     "import_cache_dir": Path,
     "import_type": str,
+    "tls_cert": Path,
+    "tls_key": Path,
+    "tls_client_ca": Path,
 }
 _MODEL_KEYS = {
     "id": str,
@@ -187,7 +195,7 @@ def load_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     base = path.resolve().parent
     server = _typed(data.get("server", {}), _SERVER_KEYS, "[server]")
-    for key in ("models_dir", "import_cache_dir"):
+    for key in ("models_dir", "import_cache_dir", "tls_cert", "tls_key", "tls_client_ca"):
         if key in server:
             server[key] = base / server[key]
     if "import_type" in server:

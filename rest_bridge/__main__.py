@@ -7,12 +7,21 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from minerva.v1 import request_ids
-from minerva.v1.exposure import ALLOW_FLAG, ExposureError, check_exposure, keys_from, read_key_file
+from minerva.v1.exposure import (
+    ALLOW_FLAG,
+    ExposureError,
+    check_exposure,
+    check_tls_pair,
+    keys_from,
+    read_key_file,
+    read_pem,
+)
 
 from rest_bridge.app import create_app
 from rest_bridge.settings import Settings, parse_host_port
@@ -59,6 +68,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="file holding the core admin key sent for admin callers (also "
         "MINERVA_CORE_ADMIN_KEY; default: the first admin key)",
     )
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="the HTTPS certificate's PEM private key")
+    parser.add_argument(
+        "--core-tls-ca", type=Path, help="talk TLS to the core, trusting this PEM CA"
+    )
+    parser.add_argument(
+        "--core-tls-cert", type=Path, help="client certificate for the core (mutual TLS)"
+    )
+    parser.add_argument("--core-tls-key", type=Path, help="the client certificate's private key")
     parser.add_argument(
         ALLOW_FLAG,
         action="store_true",
@@ -91,6 +109,20 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
     core_admin = (
         core_admin_file or env.get("MINERVA_CORE_ADMIN_KEY") or (admin[0] if admin else None)
     )
+    check_tls_pair(args.tls_cert, args.tls_key, "--tls-cert/--tls-key")
+    check_tls_pair(args.core_tls_cert, args.core_tls_key, "--core-tls-cert/--core-tls-key")
+    if args.core_tls_cert and not args.core_tls_ca:
+        raise ExposureError(
+            "--core-tls-cert needs --core-tls-ca (the CA of the core's certificate)"
+        )
+    for path, what in (
+        (args.tls_cert, "TLS certificate"),
+        (args.tls_key, "TLS private key"),
+        (args.core_tls_ca, "core TLS CA"),
+        (args.core_tls_cert, "core TLS client certificate"),
+        (args.core_tls_key, "core TLS client key"),
+    ):
+        read_pem(path, what)  # a missing or wrong file stops the bridge before it serves
     hosts = [host, *(h for h, _ in extra)]
     check_exposure("bridge", hosts, bool(keys or admin), args.allow_unauthenticated)
     return Settings(
@@ -102,8 +134,25 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         core_api_key=core_key,
         admin_keys=admin,
         core_admin_key=core_admin,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        core_tls_ca=args.core_tls_ca,
+        core_tls_cert=args.core_tls_cert,
+        core_tls_key=args.core_tls_key,
         max_body_mb=args.max_body_mb,
     )
+
+
+def https_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context when a certificate is configured (TLS 1.2 or newer)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SystemExit(f"rest_bridge: cannot load the TLS certificate or key: {exc}") from exc
+    return context
 
 
 async def serve(settings: Settings) -> None:
@@ -111,11 +160,12 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        ssl_context = https_context(settings)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         await site.start()
         host, port = runner.addresses[0][:2]
         for extra_host, extra_port in settings.extra_listen:
-            await web.TCPSite(runner, extra_host, extra_port).start()
+            await web.TCPSite(runner, extra_host, extra_port, ssl_context=ssl_context).start()
             bound = runner.addresses[-1][:2]
             log.info("minerva bridge also listening on %s:%s (for Ollama clients)", *bound)
         log.info("core at %s", settings.core_address)

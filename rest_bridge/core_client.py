@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from minerva.v1 import inference_pb2_grpc, models_pb2_grpc, request_ids
+from minerva.v1.exposure import read_pem
 
 from rest_bridge.auth import core_key_override
 from rest_bridge.settings import MIB, Settings
@@ -82,13 +83,30 @@ def channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def core_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS to the core when a CA is configured (mutual with a client certificate); read at
+    start-up, so a missing file stops the bridge before it serves."""
+    if settings.core_tls_ca is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_pem(settings.core_tls_ca, "core TLS CA"),
+        private_key=read_pem(settings.core_tls_key, "core TLS client key"),
+        certificate_chain=read_pem(settings.core_tls_cert, "core TLS client certificate"),
+    )
+
+
 def connect(settings: Settings) -> CoreClient:
     """Opens a lazy channel (no I/O until the first call); must run inside the event loop."""
-    channel = grpc.aio.insecure_channel(
-        settings.core_address,
-        options=channel_options(settings.max_body_bytes),
-        interceptors=client_interceptors(),
-    )
+    options = channel_options(settings.max_body_bytes)
+    credentials = core_credentials(settings)
+    if credentials is None:
+        channel = grpc.aio.insecure_channel(
+            settings.core_address, options=options, interceptors=client_interceptors()
+        )
+    else:
+        channel = grpc.aio.secure_channel(
+            settings.core_address, credentials, options=options, interceptors=client_interceptors()
+        )
     return CoreClient(
         address=settings.core_address,
         models=models_pb2_grpc.ModelServiceStub(channel),

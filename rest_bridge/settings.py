@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -23,6 +24,13 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     core_admin_key: str | None = field(default=None, repr=False)
     max_body_mb: int = 16
+    # HTTPS with this PEM certificate and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # TLS to the core: trust this CA; with a client certificate and key, mutual TLS.
+    core_tls_ca: Path | None = None
+    core_tls_cert: Path | None = None
+    core_tls_key: Path | None = None
 
     @property
     def max_body_bytes(self) -> int:

@@ -171,3 +171,24 @@ def _wait_for_port(log_path: Path, process: subprocess.Popen[bytes]) -> int:
             pytest.fail(f"bridge exited early:\n{log_path.read_text()}")
         time.sleep(0.05)
     pytest.fail(f"bridge did not report listening:\n{log_path.read_text()}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "refused"),
+    [
+        (["--tls-cert", "CERT"], "give both the certificate and its private key"),
+        (["--core-tls-cert", "CERT", "--core-tls-key", "CERT"], "needs --core-tls-ca"),
+        (["--tls-cert", "MISSING", "--tls-key", "CERT"], "cannot read the TLS certificate"),
+        (["--core-tls-ca", "NOT_PEM"], "is not PEM"),
+    ],
+)
+def test_tls_settings_are_checked_before_serving(
+    tmp_path: Path, argv: list[str], refused: str
+) -> None:
+    files = {
+        "CERT": _key_file(tmp_path, "cert.pem", "-----BEGIN CERTIFICATE-----"),
+        "MISSING": str(tmp_path / "missing.pem"),
+        "NOT_PEM": _key_file(tmp_path, "junk", "junk"),
+    }
+    with pytest.raises(ExposureError, match=re.escape(refused)):
+        settings_for([files.get(a, a) for a in argv])

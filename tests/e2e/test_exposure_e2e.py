@@ -1,17 +1,21 @@
-"""Both processes refuse to start on a non-loopback address without API keys; request ids
-travel from the client through both processes' logs."""
+"""Safe to expose, end to end: both processes refuse to start open off loopback, admin keys guard
+model administration, request ids travel through both processes' logs, TLS on both hops."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 
 from tests.e2e.conftest import MODEL, Stack, start_stack
+from tests.pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,5 +95,35 @@ def test_admin_keys_guard_model_administration_end_to_end(tmp_path: Path, models
         assert as_("client-key", "/api/generate", unload_body) == 403
         assert as_("admin-key", "/api/generate", unload_body) == 200
         assert as_("nobody", "/api/generate", unload_body) == 401
+    finally:
+        stack.stop()
+
+
+def test_tls_on_both_hops_with_the_openai_sdk(tmp_path: Path, models_dir: Path) -> None:
+    """HTTPS to the bridge, mutual TLS from the bridge to the core."""
+    pki = make_pki(tmp_path / "pki")
+    core_args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    core_args += ["--tls-client-ca", str(pki.ca)]
+    bridge_args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    bridge_args += ["--core-tls-ca", str(pki.ca), "--core-tls-cert", str(pki.client_cert)]
+    bridge_args += ["--core-tls-key", str(pki.client_key)]
+    stack = start_stack(tmp_path / "logs", models_dir, core_args, bridge_args, None)
+    try:
+        base = f"https://127.0.0.1:{stack.bridge.port}"
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(pki.ca))) as http:
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", http_client=http)
+            reply = client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hi"}],
+                max_tokens=4,
+                temperature=0,
+            )
+            assert reply.usage is not None and reply.usage.completion_tokens >= 1
+            assert http.get(f"{base}/health").json()["status"] == "ok"
+        # Plain HTTP to the TLS port, and a client that does not trust the CA, are refused.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{stack.bridge.port}/health", timeout=5)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/health", timeout=5)
     finally:
         stack.stop()

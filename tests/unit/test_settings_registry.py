@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -359,3 +360,29 @@ def test_scanned_symlinks_must_resolve_under_the_allowed_roots(tmp_path: Path) -
     assert ids == ["linked", "real"]
     args = parse_args(["--models-dir", str(models), "--allowed-root", str(shared)])
     assert build_settings(args, {}).allowed_roots == (shared.resolve(),)
+
+
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--tls-cert", "PEM"], "give both the certificate and its private key"),
+        (["--tls-client-ca", "PEM"], "--tls-client-ca needs --tls-cert"),
+        (["--tls-cert", "PEM", "--tls-key", "MISSING"], "cannot read the TLS private key"),
+    ],
+)
+def test_core_tls_flags_are_checked_at_start_up(
+    tmp_path: Path, flags: list[str], refused: str
+) -> None:
+    (tmp_path / "x.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    paths = {"PEM": str(tmp_path / "x.pem"), "MISSING": str(tmp_path / "missing.pem")}
+    args = parse_args(["--models-dir", str(tmp_path), *(paths.get(f, f) for f in flags)])
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        build_settings(args, {})
+
+
+def test_mutual_tls_counts_as_authentication_off_loopback(tmp_path: Path) -> None:
+    (tmp_path / "x.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    pem = str(tmp_path / "x.pem")
+    flags = ["--tls-cert", pem, "--tls-key", pem, "--tls-client-ca", pem]
+    args = parse_args(["--models-dir", str(tmp_path), "--listen", "0.0.0.0:1", *flags])
+    assert build_settings(args, {}).tls_client_ca == Path(pem)

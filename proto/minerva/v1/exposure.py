@@ -62,3 +62,21 @@ def keys_from(files: Iterable[Path], env: Mapping[str, str], variable: str) -> t
     keys = [key for path in files for key in read_key_file(path)]
     keys += [key.strip() for key in env.get(variable, "").split(",") if key.strip()]
     return tuple(dict.fromkeys(keys))
+
+
+def read_pem(path: Path | None, what: str) -> bytes | None:
+    """A PEM file's bytes (None when not configured); ExposureError names it when unreadable."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExposureError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if b"-----BEGIN" not in data:
+        raise ExposureError(f"the {what} {path} is not PEM")
+    return data
+
+
+def check_tls_pair(cert: Path | None, key: Path | None, what: str) -> None:
+    if (cert is None) != (key is None):
+        raise ExposureError(f"{what}: give both the certificate and its private key")
