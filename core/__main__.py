@@ -60,6 +60,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="file of admin keys, one per line (also MINERVA_ADMIN_KEYS=a,b): when set, "
         "LoadModel, UnloadModel and keep-alive unloads need one",
     )
+    p.add_argument(
+        "--max-tokens-cap",
+        type=int,
+        help="most tokens one request may ask for (more is refused; unset max_tokens means this)",
+    )
+    p.add_argument(
+        "--max-generation-s",
+        type=float,
+        help="most seconds one request may generate; then it ends with finish_reason length",
+    )
     p.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate")
     p.add_argument("--tls-key", type=Path, help="the TLS certificate's PEM private key")
     p.add_argument(
@@ -139,6 +149,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "max_message_mb": args.max_message_mb,
         "shutdown_grace_s": args.shutdown_grace,
         "import_cache_dir": args.import_cache_dir,
+        "max_tokens_cap": args.max_tokens_cap,
+        "max_generation_s": args.max_generation_s,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,

@@ -45,12 +45,26 @@ class RequestOptions:
 DEFAULT_OPTIONS = RequestOptions()
 
 
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Server-wide limits per request; None: none."""
+
+    max_tokens: int | None = None
+    generation_s: float | None = None
+
+
 class Inference:
     """What the InferenceService does, free of protobuf and gRPC."""
 
-    def __init__(self, registry: Registry, manager: ModelManager) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        manager: ModelManager,
+        limits: RequestLimits = RequestLimits(),
+    ) -> None:
         self._registry = registry
         self._manager = manager
+        self._limits = limits
 
     async def generate(
         self,
@@ -159,8 +173,8 @@ class Inference:
             )
         )
 
-    @staticmethod
     def _request(
+        self,
         engine: Engine,
         tokens: list[int],
         sampling: Sampling,
@@ -177,9 +191,17 @@ class Inference:
                 "sequences at once (its slots)",
                 param="sampling.n",
             )
+        cap = self._limits.max_tokens
+        if cap is not None and sampling.max_tokens is not None and sampling.max_tokens > cap:
+            raise InvalidRequest(
+                f"sampling.max_tokens is {sampling.max_tokens}; this server allows at most {cap}",
+                param="sampling.max_tokens",
+            )
         max_tokens = resolve_max_tokens(
             len(tokens), sampling.max_tokens, _capacity(engine, options), prompt_param=prompt_param
         )
+        if cap is not None:
+            max_tokens = min(max_tokens, cap)
         # n choices share the prompt's cells but each needs its own: all must fit the KV cache.
         room = (engine.kv_capacity - len(tokens)) // sampling.n
         if room < 1:
@@ -190,7 +212,13 @@ class Inference:
             )
         max_tokens = min(max_tokens, room)
         return GenerationRequest(
-            tuple(tokens), sampling, max_tokens, arrived, sampling.n, options.session
+            tuple(tokens),
+            sampling,
+            max_tokens,
+            arrived,
+            sampling.n,
+            options.session,
+            time_limit_s=self._limits.generation_s,
         )
 
     def fingerprint(self, model_id: str) -> str:

@@ -21,7 +21,7 @@ from core.engine_factory import EngineFactory
 from core.errors import ConfigError
 from core.importer.cache import ImportCache
 from core.importer.importer import Importer
-from core.inference import Inference
+from core.inference import Inference, RequestLimits
 from core.manager import ModelManager
 from core.registry import Registry
 from core.services.auth import AuthInterceptor, KeyRing
@@ -129,7 +129,14 @@ async def start(settings: Settings) -> CoreServer:
         ModelServicer(ModelCatalog(registry, manager, factory)), server
     )
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(Inference(registry, manager)), server
+        InferenceServicer(
+            Inference(
+                registry,
+                manager,
+                RequestLimits(settings.max_tokens_cap, settings.max_generation_s),
+            )
+        ),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -88,6 +88,10 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     shutdown_grace_s: float = 10.0
     max_message_mb: int = 16
+    # Per request: the most tokens one may ask for (more is INVALID_ARGUMENT; unset max_tokens
+    # means this many), and the most seconds it may generate (then it ends with LENGTH).
+    max_tokens_cap: int | None = None
+    max_generation_s: float | None = None
     # gRPC over TLS with this certificate and key; with a client CA, mutual TLS (clients must
     # present a certificate it signed).
     tls_cert: Path | None = None
@@ -100,6 +104,8 @@ class Settings:
             _check_min(key, getattr(self, key), minimum)
         _check_range("slots", self.slots, 1, MAX_SLOTS)
         _check_min("kv_cache_tokens", self.kv_cache_tokens, 1)
+        _check_min("max_tokens_cap", self.max_tokens_cap, 1)
+        _check_min("max_generation_s", self.max_generation_s, 0.001)
 
 
 def import_cache_dir(settings: Settings) -> Path:
@@ -171,6 +177,8 @@ _SERVER_KEYS = {
     "tls_cert": Path,
     "tls_key": Path,
     "tls_client_ca": Path,
+    "max_tokens_cap": int,
+    "max_generation_s": float,
 }
 _MODEL_KEYS = {
     "id": str,

@@ -126,10 +126,14 @@ class Choice:
         self.job.send(TokenChunk(result.emit, (token,), self.index, scored))
         if result.matched is not None:
             self.finish(FinishReason.STOP, result.matched)
-        elif self.generated >= self.job.request.max_tokens:
+        elif self.generated >= self.job.request.max_tokens or self._out_of_time():
             self.finish(FinishReason.LENGTH)
         else:
             self.pending = token
+
+    def _out_of_time(self) -> bool:
+        limit = self.job.request.time_limit_s
+        return limit is not None and time.perf_counter() - self.job.clock.started >= limit
 
     def finish(self, reason: FinishReason, matched: str = "") -> None:
         if self.end is not None:

@@ -33,6 +33,8 @@ class GenerationRequest:
     # Control tokens whose text goes out with the answer (tool-call markers such as Mistral's
     # [TOOL_CALLS]); every other control token is shown as nothing.
     preserved: frozenset[int] = frozenset()
+    # Seconds it may generate, counted from the start of its prefill; then it ends with LENGTH.
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

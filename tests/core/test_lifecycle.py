@@ -270,3 +270,37 @@ async def test_gpu_layers_on_a_cpu_build_warn_and_still_serve(
     finally:
         await client.channel.close()
         await core.stop(0)
+
+
+async def test_server_limits_on_max_tokens_and_generation_time(tmp_path: Path) -> None:
+    models_dir = make_models_dir(tmp_path / "models", DEFAULT_MODEL_PATH)
+    core = await start(core_settings(models_dir, max_tokens_cap=100, max_generation_s=0.1))
+    client = Client(core)
+
+    async def final(max_tokens: int | None) -> pb.GenerationFinal:
+        sampling = pb.SamplingParams(temperature=0.0)
+        if max_tokens is not None:
+            sampling.max_tokens = max_tokens
+        request = pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID, text="Once upon a time", sampling=sampling
+        )
+        finals = [m.final async for m in client.inference.Generate(request) if m.HasField("final")]
+        assert len(finals) == 1
+        return finals[0]
+
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await final(101)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "allows at most 100" in (err.value.details() or "")
+        assert ("minerva-param", "sampling.max_tokens") in tuple(err.value.trailing_metadata())
+        await final(1)  # loaded and warm: the time limit below is generation only
+        # 100 tokens take about 0.8 s on this CPU: the 0.1 s limit ends the stream first.
+        for max_tokens in (100, None):
+            done = await final(max_tokens)
+            assert done.finish_reason == pb.FINISH_REASON_LENGTH
+            assert 1 <= done.usage.completion_tokens < 100
+            assert done.timings.total_ms - done.timings.queue_ms < 1000
+    finally:
+        await client.channel.close()
+        await core.stop(0)
