@@ -50,6 +50,7 @@ class ImportCache:
         self.directory = directory
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._swept = False
 
     def _stem(self, source: Path, wanted: ImportType) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.") or "model"
@@ -67,6 +68,20 @@ class ImportCache:
         with lock:
             yield
 
+    def sweep(self) -> None:
+        """Once per process: remove partial files that a process no longer alive left behind
+        (killed mid-conversion); each is as large as its model."""
+        with self._guard:
+            if self._swept:
+                return
+            self._swept = True
+        for partial in self.directory.glob(f"*{_PARTIAL}"):
+            pid = partial.name.removesuffix(_PARTIAL).rsplit(".", 1)[-1]
+            if not pid.isdigit() or not _alive(int(pid)):
+                log.info("removing %s, left by an interrupted conversion", partial)
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+
     def check_space(self, needed: int, model_id: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.directory).free
@@ -79,10 +94,12 @@ class ImportCache:
     @contextlib.contextmanager
     def writing(self, final: Path) -> Iterator[Path]:
         """A temp path beside `final`, renamed to it when the block succeeds, removed otherwise."""
-        temp = final.with_name(f"{final.name}.{os.getpid()}.{threading.get_ident()}{_PARTIAL}")
+        temp = final.with_name(f"{final.name}.{threading.get_ident()}.{os.getpid()}{_PARTIAL}")
         try:
             yield temp
+            _fsync(temp)  # on disk before it takes the name: a power cut leaves no torn file
             os.replace(temp, final)
+            _fsync(final.parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -94,3 +111,21 @@ class ImportCache:
                 log.info("removing stale conversion %s", old)
                 with contextlib.suppress(OSError):
                     old.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -11,6 +11,11 @@ import gguf
 
 from core.errors import InvalidModelFile, UnsupportedModel
 
+# Real checkpoints have up to ~130; a config claiming more is refused before any work.
+MAX_LAYERS = 1024
+# YaRN settings llama.cpp's import takes as given; other values are refused, not ignored.
+_YARN_DEFAULTS = {"beta_fast": 32.0, "beta_slow": 1.0, "attention_factor": None}
+
 
 @dataclass(frozen=True, slots=True)
 class Family:
@@ -133,6 +138,11 @@ def _rope_scaling(config: dict[str, object], path: Path) -> RopeScaling:
         return RopeScaling(RopeKind.LINEAR, factor)
     original = _int(raw, path, "original_max_position_embeddings")
     if kind == "yarn":
+        for key, default in _YARN_DEFAULTS.items():
+            if raw.get(key, default) != default:
+                raise UnsupportedModel(
+                    f"{path}: rope_scaling {key}={raw[key]!r} cannot be imported (only {default})"
+                )
         return RopeScaling(RopeKind.YARN, factor, original)
     low = _float(raw, path, "low_freq_factor", 1.0)
     high = _float(raw, path, "high_freq_factor", 4.0)
@@ -161,11 +171,17 @@ def read_hparams(config: dict[str, object], path: Path) -> HParams:
         raise UnsupportedModel(
             f"{path}: hidden_act {config.get('hidden_act')!r} cannot be imported; supported: silu"
         )
+    layers = _int(config, path, "num_hidden_layers")
+    if layers > MAX_LAYERS:
+        raise _fail(path, f"num_hidden_layers {layers} exceeds {MAX_LAYERS}")
+    rope = _rope_scaling(config, path)
+    if rope.kind is RopeKind.LLAMA3 and family.arch is not gguf.MODEL_ARCH.LLAMA:
+        raise UnsupportedModel(f"{path}: llama3 rope_scaling is only for Llama models")
     name = config.get("_name_or_path")
     return HParams(
         architecture=architecture,
         family=family,
-        layers=_int(config, path, "num_hidden_layers"),
+        layers=layers,
         hidden=hidden,
         intermediate=_int(config, path, "intermediate_size"),
         heads=heads,
@@ -177,6 +193,6 @@ def read_hparams(config: dict[str, object], path: Path) -> HParams:
         rms_eps=_float(config, path, "rms_norm_eps", 1e-6),
         tied_embeddings=_bool(config, path, "tie_word_embeddings", False),
         attention_bias=family.qkv_bias or _bool(config, path, "attention_bias", False),
-        rope=_rope_scaling(config, path),
+        rope=rope,
         name=name if isinstance(name, str) else "",
     )

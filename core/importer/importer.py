@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import InvalidModelFile, ShuttingDown
+from core.errors import InsufficientStorage, InvalidModelFile, ShuttingDown
 from core.importer.cache import ImportCache, identity_key, source_files
 from core.importer.hparams import read_hparams
 from core.importer.tensors import plan_tensors
@@ -47,9 +48,12 @@ class Importer:
         final = self.cache.path_for(path, wanted, key)
         if final.is_file():
             return final
+        self.cache.sweep()
         with self.cache.exclusive(key):
             if final.is_file():  # converted by the caller we waited for
                 return final
+            if self._stop.is_set():
+                raise ShuttingDown("conversion abandoned at shutdown")
             # Tensors first: their shapes bound vocab_size before the vocabulary is padded to it.
             jobs = plan_tensors(hp, entries, wanted, path)
             vocab = read_vocab(directory, config, hp.vocab_size)
@@ -61,17 +65,24 @@ class Importer:
                     raise ShuttingDown("conversion abandoned at shutdown")
                 progress(fraction)
 
-            with self.cache.writing(final) as temp:
-                write_gguf(
-                    temp,
-                    hp,
-                    vocab,
-                    jobs,
-                    wanted,
-                    name=hp.name or model_id,
-                    source=str(path),
-                    progress=step,
-                )
+            try:
+                with self.cache.writing(final) as temp:
+                    write_gguf(
+                        temp,
+                        hp,
+                        vocab,
+                        jobs,
+                        wanted,
+                        name=hp.name or model_id,
+                        source=str(path),
+                        progress=step,
+                    )
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # another writer took the space
+                    raise InsufficientStorage(
+                        f"the disk filled while converting to GGUF in {self.cache.directory}"
+                    ) from exc
+                raise
             self.cache.remove_older(path, wanted, final)
             log.info(
                 "converted %s to %s GGUF in %.1f s: %s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,27 @@ def llama3_rope_factors(hp: HParams) -> np.ndarray:
     return factors.astype(np.float32)
 
 
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+class _GgufNames:
+    """gguf's tensor-name map for one block, applied to any layer: building the map for every
+    layer costs time and memory in proportion to the layer count a config claims."""
+
+    def __init__(self, arch: gguf.MODEL_ARCH) -> None:
+        self._map = gguf.get_tensor_name_map(arch, 1)
+
+    def get_name(self, hf_name: str, try_suffixes: tuple[str, ...]) -> str | None:
+        layer = _LAYER.match(hf_name)
+        if layer is None:
+            return self._map.get_name(hf_name, try_suffixes=try_suffixes)
+        as_first = "model.layers.0." + hf_name[layer.end() :]
+        name = self._map.get_name(as_first, try_suffixes=try_suffixes)
+        if name is None or not name.startswith("blk.0."):
+            return None
+        return f"blk.{layer.group(1)}." + name[len("blk.0.") :]
+
+
 def plan_tensors(
     hp: HParams, entries: dict[str, TensorEntry], wanted: ImportType, where: Path
 ) -> list[TensorJob]:
@@ -136,7 +158,7 @@ def plan_tensors(
             f"the checkpoint has {len(entries)}"
         )
     expected = _expected(hp)
-    names = gguf.get_tensor_name_map(hp.family.arch, hp.layers)
+    names = _GgufNames(hp.family.arch)
     jobs: list[TensorJob] = []
     for hf_name in sorted(entries):
         if hf_name.endswith(_IGNORED_SUFFIXES) or (

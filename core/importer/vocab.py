@@ -196,6 +196,10 @@ def _token_table(
         # llama.cpp reads tokens as C strings and aborts the process on a repeated one.
         if not text or "\0" in text:
             raise _fail(path, f"token {token_id} is empty or holds a NUL character")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+            raise _fail(path, f"token {token_id} is not valid Unicode") from None
         tokens.append(text)
         types.append(int(kind))
     if len(set(tokens)) != len(tokens):
@@ -240,8 +244,9 @@ def _adds_bos(doc: dict[str, object], tok_config: dict[str, object], bos: int | 
             first = single[0] if isinstance(single, list) and single else None
             special = first.get("SpecialToken") if isinstance(first, dict) else None
             specials = proc.get("special_tokens")
-            if isinstance(special, dict) and isinstance(specials, dict):
-                entry = specials.get(special.get("id"))
+            special_id = special.get("id") if isinstance(special, dict) else None
+            if isinstance(special_id, str) and isinstance(specials, dict):
+                entry = specials.get(special_id)
                 ids = entry.get("ids") if isinstance(entry, dict) else None
                 return ids == [bos]
     return False

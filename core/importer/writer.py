@@ -14,7 +14,7 @@ from core.importer.vocab import Vocab, VocabKind
 from core.settings import ImportType
 
 # Bumped whenever the output for the same input changes; part of the cache key.
-IMPORTER_VERSION = 1
+IMPORTER_VERSION = 2
 _FILE_TYPES = {
     ImportType.F16: gguf.LlamaFileType.MOSTLY_F16,
     ImportType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,

@@ -19,13 +19,18 @@ from rest_bridge.ollama.errors import ollama_errors
 
 
 def _inputs(body: dict[str, Any]) -> list[str]:
+    """The texts to embed; none (absent or "") only loads the model, as Ollama does. An empty
+    string inside a list is refused: dropping it would shift every later vector's index."""
     value = body.get("input")
-    items = [value] if isinstance(value, str) else value
-    if items is None:
+    if value is None or value == "":
         return []
+    items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise BadRequest("input must be a string or a list of strings", "input")
-    return [i for i in items if i]
+    for index, item in enumerate(items):
+        if not item:
+            raise BadRequest(f"input[{index}] is empty: every input needs text", "input")
+    return items
 
 
 async def _embed(

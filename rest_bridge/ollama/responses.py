@@ -110,7 +110,8 @@ def show(reply: models_pb2.GetModelResponse) -> dict[str, Any]:
         "template": reply.chat_template,
         "details": details(model),
         "model_info": info,
-        "capabilities": ["completion", "tools"] if model.servable else [],
+        # Every servable model here also embeds (/api/embed pools its hidden states).
+        "capabilities": ["completion", "tools", "embedding"] if model.servable else [],
         "modified_at": from_unix(model.modified_unix),
     }
 

@@ -55,7 +55,7 @@ async def test_show_gives_template_info_and_capabilities(
 ) -> None:
     body = await (await bridge.post("/api/show", json={"model": NAME})).json()
     assert body["template"] == "{{ messages }}"
-    assert body["capabilities"] == ["completion", "tools"]
+    assert body["capabilities"] == ["completion", "tools", "embedding"]
     assert body["model_info"]["general.architecture"] == "llama"
     assert body["model_info"]["tokenizer.ggml.tokens"] == []
     assert body["model_info"]["general.parameter_count"] == 134_515_008

@@ -141,9 +141,21 @@ def test_tools(client: ollama.Client) -> None:
     assert dict(call.function.arguments) == {"city": "Berlin"}
 
 
+def test_generate_streamed(client: ollama.Client) -> None:
+    options = {"temperature": 0, "num_predict": 8}
+    parts = list(client.generate(model=NAME, prompt="Once upon a time", stream=True, options=options))
+    assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].eval_count == 8
+    assert not any(p.done for p in parts[:-1]) and len(parts) >= 2
+    whole = client.generate(model=NAME, prompt="Once upon a time", options=options)
+    assert "".join(p.response for p in parts) == whole.response
+
+
 def test_embed(client: ollama.Client) -> None:
     vectors = client.embed(model=NAME, input=["a cat", "a dog"]).embeddings
     assert len(vectors) == 2 and len(vectors[0]) == 576
+    with pytest.raises(ollama.ResponseError) as err:
+        client.embed(model=NAME, input=["a cat", "", "a dog"])
+    assert err.value.status_code == 400 and "input[1] is empty" in err.value.error
     assert abs(sum(x * x for x in vectors[0]) - 1.0) < 1e-3
     legacy = client.embeddings(model=NAME, prompt="a cat").embedding
     assert len(legacy) == 576
