@@ -24,6 +24,7 @@ from minerva.v1.exposure import (
 )
 
 from rest_bridge.app import create_app
+from rest_bridge.app_keys import DRAIN
 from rest_bridge.settings import Settings, parse_host_port
 
 log = logging.getLogger("rest_bridge")
@@ -83,6 +84,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="serve a non-loopback --listen / --ollama-listen address without API keys",
     )
     parser.add_argument("--max-body-mb", type=int, default=16, help="request body limit (MiB)")
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds on SIGTERM for requests in flight to finish; new ones get 503 (default 10)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format",
@@ -140,6 +147,7 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         core_tls_cert=args.core_tls_cert,
         core_tls_key=args.core_tls_key,
         max_body_mb=args.max_body_mb,
+        shutdown_grace_s=args.shutdown_grace,
     )
 
 
@@ -157,7 +165,8 @@ def https_context(settings: Settings) -> ssl.SSLContext | None:
 
 async def serve(settings: Settings) -> None:
     # access_log=None: request_id_middleware writes the access log, with the request id.
-    runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         ssl_context = https_context(settings)
@@ -171,6 +180,15 @@ async def serve(settings: Settings) -> None:
         log.info("core at %s", settings.core_address)
         log.info("minerva bridge listening on %s:%s", host, port)
         await _wait_for_stop_signal()
+        drain = app[DRAIN]
+        drain.start()
+        log.info(
+            "minerva bridge draining: %d request(s) in flight, up to %.0f s",
+            drain.in_flight,
+            settings.shutdown_grace_s,
+        )
+        if not await drain.wait_idle(settings.shutdown_grace_s):
+            log.warning("grace period over: cancelling %d request(s)", drain.in_flight)
         log.info("minerva bridge stopping")
     finally:
         await runner.cleanup()

@@ -18,9 +18,10 @@ from rest_bridge import (
     ollama,
     utility,
 )
-from rest_bridge.app_keys import CLIENT, METRICS, SETTINGS
+from rest_bridge.app_keys import CLIENT, DRAIN, METRICS, SETTINGS
 from rest_bridge.auth import auth_middleware
 from rest_bridge.core_client import CoreClient
+from rest_bridge.drain import Drain
 from rest_bridge.errors import error_middleware
 from rest_bridge.request_id import echo_request_id, request_id_middleware
 from rest_bridge.settings import Settings
@@ -33,10 +34,12 @@ def create_app(settings: Settings, client: CoreClient | None = None) -> web.Appl
     counters = metrics.BridgeMetrics()
     # Outermost the request id (every log line carries it), then the metrics, which count the
     # status each client got, errors included.
+    drain = Drain()
     middlewares: list[Middleware] = [
         request_id_middleware,
         metrics.metrics_middleware(counters),
         error_middleware,
+        drain.middleware(),
     ]
     if settings.api_keys or settings.admin_keys:
         middlewares.append(
@@ -46,6 +49,7 @@ def create_app(settings: Settings, client: CoreClient | None = None) -> web.Appl
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = counters
+    app[DRAIN] = drain
     app.on_response_prepare.append(echo_request_id)
     if client is not None:
         app[CLIENT] = client

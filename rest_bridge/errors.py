@@ -97,7 +97,7 @@ class ApiError(Exception):
         return error_body(self.message, self.type, self.param, self.code)
 
     def headers(self) -> dict[str, str]:
-        if self.status == 429:
+        if self.status in (429, 503):  # overloaded, draining, or the core away: try again soon
             return {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return {}
 

@@ -24,6 +24,8 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     core_admin_key: str | None = field(default=None, repr=False)
     max_body_mb: int = 16
+    # On SIGTERM: seconds for requests in flight to finish while new ones get 503.
+    shutdown_grace_s: float = 10.0
     # HTTPS with this PEM certificate and key.
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -250,3 +250,28 @@ async def test_penalties_change_the_output_and_never_fail(
     chunks, final = await collect(client.inference.Generate(request(**penalty)))
     assert final.usage.completion_tokens > 0
     assert text_of(chunks) != plain
+
+
+async def test_context_limit_caps_one_request(client: Client) -> None:
+    """Ollama's num_ctx: prompt + generated tokens within the limit, beyond the model's a 400."""
+    sampling = pb.SamplingParams(temperature=0.0, max_tokens=200)
+    tokens = pb.TokenIds(ids=list(range(100, 110)))
+    request = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID, token_ids=tokens, sampling=sampling, context_limit=14
+    )
+    _chunks, final = await collect(client.inference.Generate(request))
+    assert final.usage.prompt_tokens == 10 and final.usage.completion_tokens <= 4
+    assert final.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+    too_small = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID, token_ids=tokens, sampling=sampling, context_limit=5
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(client.inference.Generate(too_small))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    too_big = pb.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID, token_ids=tokens, sampling=sampling, context_limit=10**6
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(client.inference.Generate(too_big))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("minerva-param", "context_limit") in tuple(err.value.trailing_metadata())

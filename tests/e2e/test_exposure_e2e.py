@@ -1,9 +1,12 @@
 """Safe to expose, end to end: both processes refuse to start open off loopback, admin keys guard
-model administration, request ids travel through both processes' logs, TLS on both hops."""
+model administration, request ids travel through both processes' logs, TLS on both hops, and
+SIGTERM on the bridge drains."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -126,4 +129,44 @@ def test_tls_on_both_hops_with_the_openai_sdk(tmp_path: Path, models_dir: Path) 
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/health", timeout=5)
     finally:
+        stack.stop()
+
+
+def test_sigterm_on_the_bridge_drains_streams_and_refuses_new_requests(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    stack = start_stack(tmp_path / "logs", models_dir, [], ["--shutdown-grace", "30"], None)
+    bridge = stack.bridge
+    assert bridge.process is not None
+    connection = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=60)
+    try:
+        body = json.dumps(
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "stream": True,
+                "max_tokens": 120,
+                "temperature": 0,
+            }
+        )
+        connection.request(
+            "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"}
+        )
+        stream = connection.getresponse()
+        assert stream.status == 200
+        first = stream.readline()
+        assert first.startswith(b"data: ")
+        bridge.process.send_signal(signal.SIGTERM)
+        refused = None
+        deadline = time.monotonic() + 10
+        while refused is None and time.monotonic() < deadline:
+            late = stack.http("GET", "/v1/models")
+            refused = late if late.status == 503 else None
+        assert refused is not None and refused.headers.get("Retry-After") == "1"
+        assert refused.json["error"]["code"] == "shutting_down"
+        rest = stream.read()  # the stream in flight goes on to its end
+        assert rest.rstrip().endswith(b"data: [DONE]")
+        assert bridge.process.wait(timeout=30) == 0
+    finally:
+        connection.close()
         stack.stop()
