@@ -107,6 +107,11 @@ class Registry:
         fmt = _configured_format(opts) if opts.format else detect_format(resolved)
         if fmt is None:
             raise ConfigError(f"model {opts.id!r}: cannot tell the format of {opts.path}")
+        if opts.import_type is not None and fmt is not ModelFormat.SAFETENSORS:
+            raise ConfigError(
+                f"model {opts.id!r}: import_type applies to SafeTensors models only; "
+                f"{opts.path} is {fmt.value}"
+            )
         return self._spec(opts.id, resolved, fmt, opts)
 
     def _spec(

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from core.errors import MinervaError, PermissionDenied, Unauthenticated
+from core.services.wrap import wrap_around
 
 # Probes and schema discovery stay open: they reveal nothing a key protects.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -93,7 +94,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if details.method in ADMIN_METHODS:
             name = details.method.rsplit("/", 1)[-1]
             return _refused(handler, PermissionDenied(f"{name} needs an admin key"))
-        return _checked(handler)
+        return wrap_around(handler, _no_unload)
 
 
 _DENIED = "missing or invalid API key (send metadata `authorization: Bearer <key>`)"
@@ -102,41 +103,18 @@ _UNLOAD_DENIED = "keep_alive_seconds 0 unloads the model: that needs an admin ke
 
 def _refused(handler: grpc.RpcMethodHandler, error: MinervaError) -> grpc.RpcMethodHandler:
     # Raised, not aborted here: ErrorInterceptor (outermost) owns the error -> status table.
-    def fresh() -> MinervaError:  # one exception object per call: tracebacks must not pile up
-        return type(error)(error.message, param=error.param)
+    @contextlib.asynccontextmanager
+    async def refuse(_request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        # One exception object per call: a shared one would grow its traceback per request.
+        raise type(error)(error.message, param=error.param)
+        yield  # pragma: no cover - makes this a generator
 
-    async def unary(_request: Any, _context: grpc.aio.ServicerContext) -> Any:
-        raise fresh()
-
-    async def stream(_request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        raise fresh()
-        yield  # pragma: no cover - makes this an async generator
-
-    if handler.unary_stream is not None:
-        return handler._replace(unary_stream=stream)
-    return handler._replace(unary_unary=unary)
+    return wrap_around(handler, refuse)
 
 
-def _checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+@contextlib.asynccontextmanager
+async def _no_unload(request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """A client's call, refused if the request would unload its model."""
-    if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if _unloads(request):
-                raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
-            return await inner_unary(request, context)
-
-        return handler._replace(unary_unary=unary)
-    if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            if _unloads(request):
-                raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
-            async with contextlib.aclosing(inner_stream(request, context)) as messages:
-                async for message in messages:
-                    yield message
-
-        return handler._replace(unary_stream=stream)
-    return handler
+    if _unloads(request):
+        raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
+    yield

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from core.errors import ShuttingDown
+from core.services.wrap import wrap_around
 
 _ALWAYS_OPEN = "/grpc.health.v1."
 
@@ -46,11 +47,7 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(_ALWAYS_OPEN):
             return handler
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._stream(handler.unary_stream))
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary))
-        return handler
+        return wrap_around(handler, self._counted)
 
     def _enter(self) -> None:
         if self._draining:
@@ -63,28 +60,12 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         if self._active == 0:
             self._idle.set()
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self._enter()
-            try:
-                return await behavior(request, context)
-            finally:
-                self._leave()
-
-        return wrapped
-
-    def _stream(
-        self, behavior: Callable[..., AsyncGenerator[Any, None]]
-    ) -> Callable[..., AsyncGenerator[Any, None]]:
-        async def wrapped(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncGenerator[Any, None]:
-            self._enter()
-            try:
-                async with contextlib.aclosing(behavior(request, context)) as items:
-                    async for item in items:
-                        yield item
-            finally:
-                self._leave()
-
-        return wrapped
+    @contextlib.asynccontextmanager
+    async def _counted(
+        self, _request: Any, _context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        self._enter()
+        try:
+            yield
+        finally:
+            self._leave()

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 from minerva.v1 import request_ids
 
+from core.services.wrap import wrap_around
+
 
 def _incoming(details: grpc.HandlerCallDetails) -> str | None:
     for name, value in details.invocation_metadata or ():
@@ -36,35 +38,18 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or details.method.startswith("/grpc."):  # health, reflection
             return handler
         rid = request_ids.accept_or_new(_incoming(details))
-        if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                token, started = request_ids.current.set(rid), time.perf_counter()
-                try:
-                    await context.send_initial_metadata(((request_ids.HEADER, rid),))
-                    return await inner_unary(request, context)
-                finally:
-                    _access(details.method, context, started)
-                    request_ids.current.reset(token)
+        @contextlib.asynccontextmanager
+        async def around(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            token, started = request_ids.current.set(rid), time.perf_counter()
+            try:
+                await context.send_initial_metadata(((request_ids.HEADER, rid),))
+                yield
+            finally:
+                _access(details.method, context, started)
+                request_ids.current.reset(token)
 
-            return handler._replace(unary_unary=unary)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                token, started = request_ids.current.set(rid), time.perf_counter()
-                try:
-                    await context.send_initial_metadata(((request_ids.HEADER, rid),))
-                    async with contextlib.aclosing(inner_stream(request, context)) as messages:
-                        async for message in messages:
-                            yield message
-                finally:
-                    _access(details.method, context, started)
-                    request_ids.current.reset(token)
-
-            return handler._replace(unary_stream=stream)
-        return handler
+        return wrap_around(handler, around)
 
 
 def _access(method: str, context: grpc.aio.ServicerContext, started: float) -> None:

@@ -17,6 +17,7 @@ from core.metadata.types import ModelFormat
 from core.registry import Registry, id_from_path, validate_id
 from core.settings import (
     ImportType,
+    ModelOptions,
     Settings,
     auto_slots,
     default_kv_cache_tokens,
@@ -386,3 +387,10 @@ def test_mutual_tls_counts_as_authentication_off_loopback(tmp_path: Path) -> Non
     flags = ["--tls-cert", pem, "--tls-key", pem, "--tls-client-ca", pem]
     args = parse_args(["--models-dir", str(tmp_path), "--listen", "0.0.0.0:1", *flags])
     assert build_settings(args, {}).tls_client_ca == Path(pem)
+
+
+def test_import_type_on_a_gguf_model_is_refused_not_ignored(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    opts = ModelOptions(id="m", path=tmp_path / "m.gguf", import_type=ImportType.Q8_0)
+    with pytest.raises(ConfigError, match="import_type applies to SafeTensors models only"):
+        Registry(Settings(models=(opts,), allowed_roots=(tmp_path,)))
