@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import gguf
 
 from core.errors import InvalidModelFile
-from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
+from core.metadata.types import MAX_SIZE_FIELD, HeaderInfo, ModelFormat, ModelMetadata
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -31,6 +31,12 @@ FIRST_READ_BYTES = 4 << 20
 MAX_HEADER_BYTES = 256 << 20
 MAX_TENSORS = 1 << 20
 MAX_KVS = 1 << 20
+# The GGUF spec's bound on a key's length.
+MAX_KEY_BYTES = (1 << 16) - 1
+# Longer string values are skipped, never decoded nor kept (as arrays are): real ones are short
+# (a chat template is kilobytes), and a lying length must not make the reader decode, cache and
+# serve hundreds of megabytes (about 3x the string's size in memory, 5x if not ASCII).
+MAX_STRING_BYTES = 1 << 20
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -71,7 +77,9 @@ class _Cursor:
         self.fh = fh
         self.path = path
         self.size = size
-        self.buf = fh.read(min(size, FIRST_READ_BYTES))
+        # bytes for the usual header that fits the first read; a bytearray once it must grow
+        # (in place, where bytes would hold the old and the new copy at once).
+        self.buf: bytes | bytearray = fh.read(min(size, FIRST_READ_BYTES))
         self.pos = 0
 
     def fail(self, what: str, offset: int | None = None) -> InvalidModelFile:
@@ -91,6 +99,8 @@ class _Cursor:
         more = self.fh.read(want)
         if len(more) != want:
             raise self.fail(f"file shrank while reading {what}", self.pos)
+        if isinstance(self.buf, bytes):
+            self.buf = bytearray(self.buf)
         self.buf += more
 
     def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
@@ -105,23 +115,37 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return int(self.unpack(_U64, what)[0])
 
-    def raw_string(self, what: str) -> bytes:
+    def string_length(self, what: str) -> int:
+        """A string's length prefix, checked against what is left of the file."""
         start = self.pos
         length = self.u64(f"{what} length")
         if length > self.size - self.pos:
             raise self.fail(f"{what} length {length} runs past the end of the file", start)
-        self.need(length, what)
-        data = self.buf[self.pos : self.pos + length]
-        self.pos += length
-        return data
+        return length
 
-    def text(self, what: str, *, strict: bool) -> str:
+    def text(self, what: str, *, strict: bool, max_bytes: int) -> str | None:
+        """A string decoded from UTF-8 (errors replaced unless strict), or None, skipped,
+        when it is longer than max_bytes."""
         start = self.pos
-        data = self.raw_string(what)
-        try:
-            return data.decode("utf-8", errors="strict" if strict else "replace")
-        except UnicodeDecodeError:
-            raise self.fail(f"{what} is not valid UTF-8", start) from None
+        length = self.string_length(what)
+        self.need(length, what)
+        self.pos += length
+        if length > max_bytes:
+            return None
+        # Decoded from a view of the buffer: no copy of the bytes first.
+        with memoryview(self.buf) as view, view[self.pos - length : self.pos] as data:
+            try:
+                return str(data, "utf-8", "strict" if strict else "replace")
+            except UnicodeDecodeError:
+                raise self.fail(f"{what} is not valid UTF-8", start) from None
+
+    def name(self, what: str) -> str:
+        """A key or tensor name: valid UTF-8, and no longer than the spec allows a key."""
+        start = self.pos
+        name = self.text(what, strict=True, max_bytes=MAX_KEY_BYTES)
+        if name is None:
+            raise self.fail(f"{what} is longer than {MAX_KEY_BYTES} bytes", start)
+        return name
 
     def skip_string_array(self, count: int, what: str) -> None:
         """Walk count length-prefixed strings without decoding or keeping any of them."""
@@ -149,14 +173,14 @@ class _Cursor:
         self.pos += n
 
 
-def _read_value(cur: _Cursor, vtype: int, key: str) -> Scalar:
-    """Read one non-array value."""
+def _read_value(cur: _Cursor, vtype: int, key: str) -> Scalar | None:
+    """Read one non-array value; None for a string too long to keep (skipped)."""
     fmt = _SCALARS.get(vtype)
     if fmt is not None:
         value: Scalar = cur.unpack(fmt, f"value of {key!r}")[0]
         return value
     if vtype == _VT.STRING:
-        return cur.text(f"value of {key!r}", strict=False)
+        return cur.text(f"value of {key!r}", strict=False, max_bytes=MAX_STRING_BYTES)
     raise cur.fail(f"key {key!r} has unknown value type {vtype}", cur.pos - 4)
 
 
@@ -184,22 +208,24 @@ def _read_kvs(cur: _Cursor, kv_count: int) -> tuple[dict[str, Scalar], dict[str,
     """Read every KV pair: scalars by key, and the lengths of the (skipped) arrays."""
     scalars: dict[str, Scalar] = {}
     lengths: dict[str, int] = {}
+    seen: set[str] = set()
     for index in range(kv_count):
         start = cur.pos
-        key = cur.text(f"key of KV pair {index}", strict=True)
-        if key in scalars or key in lengths:
+        key = cur.name(f"key of KV pair {index}")
+        if key in seen:
             raise cur.fail(f"duplicate key {key!r}", start)
+        seen.add(key)
         vtype = cur.u32(f"value type of {key!r}")
         if vtype == _VT.ARRAY:
             lengths[key] = _skip_array(cur, key)
-        else:
-            scalars[key] = _read_value(cur, vtype, key)
+        elif (value := _read_value(cur, vtype, key)) is not None:
+            scalars[key] = value
     return scalars, lengths
 
 
 def _read_tensor(cur: _Cursor, index: int) -> _Tensor:
     start = cur.pos
-    name = cur.text(f"name of tensor {index}", strict=True)
+    name = cur.name(f"name of tensor {index}")
     n_dims = cur.u32(f"n_dims of tensor {name!r}")
     if not 1 <= n_dims <= MAX_DIMS:
         raise cur.fail(f"tensor {name!r} has {n_dims} dimensions (1 to {MAX_DIMS})", start)
@@ -258,8 +284,11 @@ def _quantization(scalars: dict[str, Scalar], tensors: list[_Tensor]) -> str:
 
 
 def _int(scalars: dict[str, Scalar], key: str) -> int:
+    """A size from the header, 0 (unknown) unless it is an int in 1..MAX_SIZE_FIELD."""
     value = scalars.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value if 0 < value <= MAX_SIZE_FIELD else 0
 
 
 def _str(scalars: dict[str, Scalar], key: str) -> str:
@@ -272,7 +301,8 @@ def _build(
 ) -> HeaderInfo:
     arch = _str(scalars, gguf.Keys.General.ARCHITECTURE)
     template = _str(scalars, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
-    vocab = _int(scalars, f"{arch}.vocab_size") or lengths.get(gguf.Keys.Tokenizer.LIST, 0)
+    tokens = lengths.get(gguf.Keys.Tokenizer.LIST, 0)
+    vocab = _int(scalars, f"{arch}.vocab_size") or (tokens if tokens <= MAX_SIZE_FIELD else 0)
     metadata = ModelMetadata(
         format=ModelFormat.GGUF,
         architecture=arch,
@@ -298,7 +328,7 @@ def _build(
 def _read_preamble(cur: _Cursor) -> tuple[int, int]:
     """Check magic and version; return (tensor_count, kv_count) after a plausibility check."""
     cur.need(4, "magic")
-    magic = cur.buf[:4]
+    magic = bytes(cur.buf[:4])
     if magic != GGUF_MAGIC:
         raise cur.fail(f"bad magic {magic!r} (expected {GGUF_MAGIC!r})", 0)
     cur.pos = 4

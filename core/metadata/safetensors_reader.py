@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import struct
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import InvalidModelFile
-from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
+from core.metadata.types import MAX_SIZE_FIELD, HeaderInfo, ModelFormat, ModelMetadata
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -25,6 +24,9 @@ HF_ARCHITECTURE_KEY = "config.architectures"
 # The safetensors library refuses headers above 100 MB; so do we, before reading one.
 MAX_HEADER_BYTES = 100 << 20
 MAX_JSON_FILE_BYTES = 64 << 20
+# The safetensors library counts elements in a 64-bit int (usize) and rejects shapes past it;
+# stopping there also keeps a hostile shape from costing seconds of big-int products.
+MAX_ELEMENTS = 2**64 - 1
 # Bits per element: sub-byte float formats (F4, F6) pack several elements per byte.
 DTYPE_BITS: dict[str, int] = {
     **dict.fromkeys(("F4",), 4),
@@ -119,9 +121,23 @@ def _read_header_json(path: Path) -> tuple[object, int, int]:
 
 def _parse_json(path: Path, raw: bytes, what: str) -> object:
     try:
-        return json.loads(raw.decode("utf-8"))
+        doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(path, f"{what} is not valid JSON: {exc}") from None
+    _check_surrogates(path, raw, doc, what)
+    return doc
+
+
+def _check_surrogates(path: Path, raw: bytes, doc: object, what: str) -> None:
+    """JSON may escape half a UTF-16 pair (\\ud800) alone, which no text holds (serde_json, and
+    so the safetensors library, refuses it); it would fail wherever it is sent on. Only
+    documents holding such an escape are walked again."""
+    if b"\\ud" not in raw.lower():
+        return
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(path, f"{what} holds a lone UTF-16 surrogate (not text)") from None
 
 
 def _tensor_nbytes(path: Path, name: str, entry: object, data_size: int) -> tuple[str, int, int]:
@@ -142,14 +158,33 @@ def _tensor_nbytes(path: Path, name: str, entry: object, data_size: int) -> tupl
             f"tensor {name!r} data_offsets [{begin}, {end}] lie outside "
             f"the {data_size}-byte data section",
         )
-    count = math.prod(shape)
+    count = _element_count(shape)
+    if count is None:
+        raise _fail(path, f"tensor {name!r} shape {shape!r} has more than 2**64 elements")
     bits = count * DTYPE_BITS[dtype]
     if bits % 8 or end - begin != bits // 8:
         raise _fail(
             path,
-            f"tensor {name!r} spans {end - begin} bytes, but {dtype} {shape} needs {bits / 8:g}",
+            f"tensor {name!r} spans {end - begin} bytes, but {dtype} {shape} "
+            f"needs {_bytes_text(bits)}",
         )
     return dtype, count, end - begin
+
+
+def _element_count(shape: list[int]) -> int | None:
+    """The product of shape, or None past MAX_ELEMENTS (stopping there: never a huge product)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > MAX_ELEMENTS:
+            return None
+    return count
+
+
+def _bytes_text(bits: int) -> str:
+    """bits as a byte count, exact ("1.5" for 12 bits) whatever its size (no float overflow)."""
+    whole, rest = divmod(bits, 8)
+    return f"{whole}.{rest * 125:03d}".rstrip("0") if rest else str(whole)
 
 
 def _read_file(path: Path) -> _Summary:
@@ -184,7 +219,8 @@ def _read_small(path: Path) -> bytes:
         if size > MAX_JSON_FILE_BYTES:
             raise _fail(path, f"{size} bytes is too large for a configuration file")
         try:
-            return fh.read(MAX_JSON_FILE_BYTES)
+            # The size, not the cap: read(n) allocates n bytes before it reads any.
+            return fh.read(size)
         except OSError as exc:
             raise _fail(path, f"read failed: {exc.strerror or exc}") from exc
 
@@ -200,7 +236,8 @@ def _shard_path(directory: Path, index: Path, name: str) -> Path:
         raise _fail(index, f"shard {name!r} points outside the model directory")
     try:
         inside = (directory / candidate).resolve().is_relative_to(directory.resolve())
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+    # RuntimeError: a symlink loop (Python 3.11); ValueError: a name the OS cannot take.
+    except (OSError, RuntimeError, ValueError) as exc:
         raise _fail(index, f"shard {name!r} cannot be resolved: {exc}") from exc
     if not inside:
         raise _fail(index, f"shard {name!r} resolves outside the model directory")
@@ -215,7 +252,7 @@ def _read_index(index: Path) -> tuple[dict[str, list[str]], dict[str, Scalar]]:
         raise _fail(index, "no weight_map object mapping tensor names to shard files")
     by_shard: dict[str, list[str]] = {}
     for tensor, shard in weight_map.items():
-        if not isinstance(shard, str) or not shard:
+        if not isinstance(shard, str) or not shard or "\x00" in shard:
             raise _fail(index, f"shard name {shard!r} is not a file name")
         by_shard.setdefault(shard, []).append(tensor)
     meta = doc.get("metadata") if isinstance(doc, dict) else None
@@ -245,7 +282,7 @@ def _config_int(config: dict[str, object], key: str) -> int:
     text_config = config.get("text_config")
     if value is None and isinstance(text_config, dict):
         value = text_config.get(key)
-    return value if isinstance(value, int) and _is_int(value) else 0
+    return value if isinstance(value, int) and _is_int(value) and value <= MAX_SIZE_FIELD else 0
 
 
 def _architecture(config: dict[str, object]) -> str:

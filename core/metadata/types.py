@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+# Layer, embedding, vocabulary and context sizes travel as protobuf uint32: a header claiming
+# more is lying, and the readers report such a size as unknown (0).
+MAX_SIZE_FIELD = 2**32 - 1
+
 
 class ModelFormat(enum.Enum):
     GGUF = "gguf"

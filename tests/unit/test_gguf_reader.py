@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import read_gguf
+from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf
 from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
 from tests.unit.conftest import TINY_PARAMETERS, TINY_TEMPLATE, TINY_TOKENS, write_tiny_gguf
 
@@ -55,6 +56,27 @@ def test_scalars_hold_every_non_array_value(tiny_gguf: Path) -> None:
 
 def test_vocab_size_key_wins_over_token_count(make_tiny_gguf: Callable[..., Path]) -> None:
     assert read_gguf(make_tiny_gguf(vocab_size=32)).metadata.vocab_size == 32
+
+
+def test_sizes_past_uint32_are_unknown(tmp_path: Path) -> None:
+    """Layer, context and vocabulary sizes travel as protobuf uint32: a header claiming more is
+    not believed (0, unknown), so describing the model cannot fail later."""
+    path = tmp_path / "big.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_uint64("llama.block_count", 2**32)
+    writer.add_uint64("llama.context_length", 2**40)
+    writer.add_uint64("llama.vocab_size", 2**63)
+    writer.add_uint32("llama.embedding_length", 2**32 - 1)
+    writer.add_tensor("w", np.ones(8, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    info = read_gguf(path)
+    meta = info.metadata
+    assert (meta.layer_count, meta.context_length, meta.vocab_size) == (0, 0, 0)
+    assert meta.embedding_length == 2**32 - 1
+    assert info.scalars["llama.block_count"] == 2**32
 
 
 def test_without_chat_template(make_tiny_gguf: Callable[..., Path]) -> None:
@@ -179,11 +201,28 @@ def test_hand_packed_base_is_valid(tmp_path: Path) -> None:
     assert (meta.parameter_count, meta.quantization) == (8, "F32")
 
 
+def test_long_string_values_are_skipped_not_kept(tmp_path: Path) -> None:
+    """A string value past MAX_STRING_BYTES is skipped like an array: the rest still reads."""
+    huge = kv("general.name", VT.STRING, gstr("n" * (MAX_STRING_BYTES + 1)))
+    path = tmp_path / "long.gguf"
+    path.write_bytes(pack([*BASE_KVS, huge, kv("general.description", VT.STRING, gstr("d"))]))
+    info = read_gguf(path)
+    assert info.metadata.name == ""
+    assert "general.name" not in info.scalars
+    assert info.scalars["general.description"] == "d"
+    assert info.metadata.layer_count == 1
+
+
 KVS_END = 24 + len(b"".join(BASE_KVS))
 TOKENS_KV = kv_strings("tokenizer.ggml.tokens", ["token"] * 20)
 LONG_VALUE_KV = kv("general.description", VT.STRING, gstr("x" * 200))
 
 MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
+    (
+        "key-too-long",
+        lambda: pack([kv("k" * 65536, VT.UINT8, b"\x01")]),
+        r"key of KV pair 0 is longer than 65535 bytes at byte offset 24",
+    ),
     (
         "bad-magic",
         lambda: pack(magic=b"GGUX"),

@@ -190,6 +190,8 @@ def test_chat_template_jinja_file(tmp_path: Path) -> None:
         ({"model_type": "gemma3", "text_config": {"num_hidden_layers": 6}}, "gemma3", 6),
         ({"model_type": "llama", "num_hidden_layers": "2"}, "llama", 0),
         ({"model_type": "llama", "num_hidden_layers": True}, "llama", 0),
+        # Sizes travel as uint32: larger is not believed.
+        ({"model_type": "llama", "num_hidden_layers": 2**32}, "llama", 0),
         ({}, "", 0),
     ],
 )
@@ -270,6 +272,11 @@ FILE_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         r"shape \[True, 4\] is not a list",
     ),
     (
+        "shape-past-64-bits",
+        lambda p: write_raw(p, entry(shape=[10**400, 0]), bytes(16)),
+        r"has more than 2\*\*64 elements",
+    ),
+    (
         "offsets-one-value",
         lambda p: write_raw(p, entry(data_offsets=[16]), bytes(16)),
         r"data_offsets \[16\] is not \[begin, end\]",
@@ -298,6 +305,11 @@ FILE_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         "sub-byte-not-whole",
         lambda p: write_raw(p, entry(dtype="F4", shape=[3], data_offsets=[0, 2]), bytes(2)),
         r"spans 2 bytes, but F4 \[3\] needs 1.5",
+    ),
+    (
+        "lone-surrogate",
+        lambda p: write_raw(p, None, raw=b'{"__metadata__": {"a": "\\ud800"}}'),
+        r"header holds a lone UTF-16 surrogate",
     ),
     (
         "metadata-not-object",
@@ -415,6 +427,12 @@ DIR_CASES: list[tuple[str, Callable[[Path], object], str, str]] = [
         r"shard name 5 is not a file name",
     ),
     (
+        "shard-nul",
+        lambda d: _map_tensor(d, None, "a\x00b"),
+        INDEX,
+        r"shard name 'a\\x00b' is not a file name",
+    ),
+    (
         "shard-symlink-outside",
         _symlink_outside,
         INDEX,
@@ -444,6 +462,12 @@ DIR_CASES: list[tuple[str, Callable[[Path], object], str, str]] = [
         lambda d: write_json(d / "config.json", "llama"),
         "config.json",
         r"is not a JSON object",
+    ),
+    (
+        "config-lone-surrogate",
+        lambda d: (d / "config.json").write_text('{"model_type": "\\udcff"}'),
+        "config.json",
+        r"file holds a lone UTF-16 surrogate",
     ),
     (
         "tokenizer-config-bad-json",

@@ -1,0 +1,1 @@
+"""Property-based fuzz tests: header readers and the bridge's request parsing, on hostile input."""
