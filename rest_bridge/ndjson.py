@@ -16,10 +16,15 @@ from rest_bridge.errors import ApiError
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-ndjson"
+# Line breaks to str.splitlines() that JSON leaves raw inside strings: a client that splits the
+# stream with it (httpx's iter_lines, so the ollama package) would cut such an object in two.
+# Escaped as Go's encoder (Ollama's) escapes U+2028 and U+2029.
+_SPLITLINES_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def encode_line(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_SPLITLINES_BREAKS).encode() + b"\n"
 
 
 async def stream_lines(
