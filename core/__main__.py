@@ -17,6 +17,7 @@ from minerva.v1.exposure import (
     ExposureError,
     check_exposure,
     check_tls_pair,
+    key_file_limits,
     keys_from,
     listen_host,
     read_pem,
@@ -69,6 +70,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--max-generation-s",
         type=float,
         help="most seconds one request may generate; then it ends with finish_reason length",
+    )
+    p.add_argument(
+        "--rate-limit-rpm",
+        type=int,
+        help="requests per minute per API key (per client address without keys); a key file "
+        "line `KEY rpm=N tpm=N` sets a key's own (default: no limit)",
+    )
+    p.add_argument(
+        "--rate-limit-tpm",
+        type=int,
+        help="tokens (prompt + completion) per minute per API key or client address",
     )
     p.add_argument("--tls-cert", type=Path, help="serve gRPC over TLS with this PEM certificate")
     p.add_argument("--tls-key", type=Path, help="the TLS certificate's PEM private key")
@@ -151,6 +163,8 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "import_cache_dir": args.import_cache_dir,
         "max_tokens_cap": args.max_tokens_cap,
         "max_generation_s": args.max_generation_s,
+        "rate_limit_rpm": args.rate_limit_rpm,
+        "rate_limit_tpm": args.rate_limit_tpm,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
@@ -167,6 +181,9 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         admin = keys_from(args.admin_key_file, env, "MINERVA_ADMIN_KEYS")
         if admin:
             settings = replace(settings, admin_keys=admin)
+        files = [*args.api_key_file, *args.admin_key_file]
+        own = key_file_limits(files, settings.rate_limit)
+        settings = replace(settings, key_rate_limits=tuple(own.items()))
         check_tls_pair(settings.tls_cert, settings.tls_key, "--tls-cert/--tls-key")
         if settings.tls_client_ca and not settings.tls_cert:
             raise ExposureError("--tls-client-ca needs --tls-cert and --tls-key")

@@ -11,7 +11,7 @@ from core.engine.base import Engine
 from core.engine.llama_backend import LoadOptions, ProgressSink, gpu_offload_supported
 from core.engine.llama_engine import LlamaEngine
 from core.engine.types import LoadProgress
-from core.errors import MinervaError
+from core.errors import InvalidRequest, MinervaError
 from core.importer.hparams import FAMILIES
 from core.importer.importer import Importer
 from core.metadata.reader import PICKLE_REFUSAL
@@ -73,15 +73,39 @@ class EngineFactory:
     # Turns SafeTensors checkpoints into GGUF; None: they stay metadata-only.
     importer: Importer | None = None
 
-    def context_size(self, spec: ModelSpec, header: HeaderInfo) -> int:
-        """Per sequence: the configured size, else the trained context capped by the default."""
+    def context_size(
+        self, spec: ModelSpec, header: HeaderInfo, requested: int | None = None
+    ) -> int:
+        """Per sequence: what a request asked for (Ollama's num_ctx), clamped to the trained
+        context (to the configured size when the file does not say); else the configured size,
+        else the trained context capped by the default."""
+        trained = header.metadata.context_length
+        if requested:
+            return min(requested, trained or self.context_size(spec, header))
         if spec.context_size:
             return spec.context_size
-        trained = header.metadata.context_length
         return min(trained, self.default_context_size) if trained else self.default_context_size
 
-    def sizing(self, spec: ModelSpec, header: HeaderInfo) -> Sizing:
-        context = self.context_size(spec, header)
+    def requested_context(
+        self, spec: ModelSpec, header: HeaderInfo, requested: int, budget_bytes: int
+    ) -> int:
+        """The context size a request's `context_size` loads with (clamped to the trained
+        context); INVALID_ARGUMENT below 1, or when a size larger than the configured one would
+        alone need more than the memory budget."""
+        if requested < 1:
+            raise InvalidRequest("context_size must be at least 1", param="context_size")
+        size = self.context_size(spec, header, requested)
+        needed = self.estimate_bytes(spec, header, size)
+        if needed > budget_bytes and size > self.context_size(spec, header):
+            raise InvalidRequest(
+                f"context_size {size} needs about {needed // 2**20} MB for model {spec.id!r}, "
+                f"more than the memory budget of {budget_bytes // 2**20} MB",
+                param="context_size",
+            )
+        return size
+
+    def sizing(self, spec: ModelSpec, header: HeaderInfo, requested: int | None = None) -> Sizing:
+        context = self.context_size(spec, header, requested)
         slots = spec.slots or auto_slots(context)
         kv = spec.kv_cache_tokens or default_kv_cache_tokens(context, slots)
         return Sizing(context, slots, max(kv, context))
@@ -128,16 +152,25 @@ class EngineFactory:
         if self.importer is not None:
             self.importer.cancel()
 
-    def estimate_bytes(self, spec: ModelSpec, header: HeaderInfo) -> int:
+    def estimate_bytes(
+        self, spec: ModelSpec, header: HeaderInfo, requested: int | None = None
+    ) -> int:
         """Weights, the shared f16 KV cache of every slot (GQA-aware), and the prompt cache."""
         meta = header.metadata
-        cells = self.sizing(spec, header).kv_cache_tokens
+        cells = self.sizing(spec, header, requested).kv_cache_tokens
         kv_bytes = 2 * meta.layer_count * cells * _kv_width(header)  # f16
         return meta.file_size_bytes + kv_bytes + self.prompt_cache_bytes
 
-    async def load(self, spec: ModelSpec, header: HeaderInfo, progress: ProgressSink) -> Engine:
+    async def load(
+        self,
+        spec: ModelSpec,
+        header: HeaderInfo,
+        progress: ProgressSink,
+        requested: int | None = None,
+    ) -> Engine:
+        """`requested`: the context size a request asked for (see context_size)."""
         loader = LOADERS[spec.format]  # the manager checked servable() first
-        sizing = self.sizing(spec, header)
+        sizing = self.sizing(spec, header, requested)
         return await asyncio.to_thread(loader, spec, sizing, self, progress)
 
 

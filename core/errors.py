@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class MinervaError(Exception):
     """Base of every error the core raises on purpose; the message is safe to show clients."""
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, facts: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         # The request field at fault (e.g. "sampling.temperature"), for clients to point at.
         self.param = param
+        # More for clients, sent as trailing metadata (e.g. a rate limit's retry-after).
+        self.facts: Mapping[str, str] = facts or {}
 
 
 class ModelNotFound(MinervaError):
@@ -39,6 +45,10 @@ class InvalidRequest(MinervaError):
 
 class Overloaded(MinervaError):
     """The model's wait queue is full; the client should retry later."""
+
+
+class RateLimited(MinervaError):
+    """The caller used up its requests or tokens per minute; `facts` say when to retry."""
 
 
 class ModelBusy(MinervaError):

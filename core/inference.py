@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +40,8 @@ class RequestOptions:
     keep_alive: KeepAlive | Default = UNCHANGED
     # At most this many tokens (prompt + generated); None: the model's context.
     context_limit: int | None = None
+    # Serve with the model loaded with this context size (Ollama's num_ctx); None: as loaded.
+    context_size: int | None = None
 
 
 DEFAULT_OPTIONS = RequestOptions()
@@ -80,7 +82,9 @@ class Inference:
         _check_session(options.session)
         if not prompt:
             raise InvalidRequest("prompt must not be empty", param="prompt")
-        async with self._manager.lease(model_id, options.keep_alive) as engine:
+        async with self._manager.lease(
+            model_id, options.keep_alive, options.context_size
+        ) as engine, _reserved(engine):
             if isinstance(prompt, str):
                 tokens = await engine.tokenizer.tokenize(prompt, add_special, parse_special=False)
             else:
@@ -104,11 +108,17 @@ class Inference:
         validate_messages(messages)
         functions = _checked_tools(tools, sampling)
         _check_session(options.session)
-        async with self._manager.lease(model_id, options.keep_alive) as engine:
+        async with self._manager.lease(
+            model_id, options.keep_alive, options.context_size
+        ) as engine, _reserved(engine):
             plan = await self._plan(model_id, engine, messages, tools, functions, sampling)
             if plan.grammar:
                 sampling = replace(
-                    sampling, grammar=plan.grammar, json_schema="", grammar_param="tools"
+                    sampling,
+                    grammar=plan.grammar,
+                    json_schema="",
+                    grammar_param="tools",
+                    grammar_trigger=plan.grammar_trigger,
                 )
             tokens = await _prompt_tokens(engine, plan.prompt)
             request = self._request(engine, tokens, sampling, arrived, "messages", options)
@@ -233,9 +243,10 @@ class Inference:
         normalize: bool,
         keep_alive: KeepAlive | Default = UNCHANGED,
         truncate: bool = False,
+        context_size: int | None = None,
     ) -> tuple[list[list[float]], int]:
         """One vector per input, and the number of input tokens; with `truncate`, inputs too
-        long for the model are cut to what it embeds at once."""
+        long for the model are cut to what it embeds at once (`context_size`: as generate's)."""
         self._registry.get(model_id)
         if not inputs:
             raise InvalidRequest("inputs must not be empty", param="inputs")
@@ -243,7 +254,7 @@ class Inference:
             raise InvalidRequest(
                 f"{len(inputs)} inputs; at most {MAX_EMBED_INPUTS} per request", param="inputs"
             )
-        async with self._manager.lease(model_id, keep_alive) as engine:
+        async with self._manager.lease(model_id, keep_alive, context_size) as engine:
             token_lists = []
             for item in inputs:
                 if isinstance(item, str):
@@ -291,6 +302,13 @@ async def _marker_tokens(engine: Engine, syntax: ToolSyntax) -> frozenset[int]:
     return frozenset(found)
 
 
+@contextlib.asynccontextmanager
+async def _reserved(engine: Engine) -> AsyncIterator[None]:
+    """A place on the model before the prompt is prepared (Engine.reserve)."""
+    with engine.reserve():
+        yield
+
+
 def _capacity(engine: Engine, options: RequestOptions) -> int:
     """Tokens this request may use: the model's context, or less when the request says so."""
     limit = options.context_limit
@@ -299,7 +317,7 @@ def _capacity(engine: Engine, options: RequestOptions) -> int:
     if not 1 <= limit <= engine.sequence_capacity:
         raise InvalidRequest(
             f"context_limit is {limit}; this model serves 1..{engine.sequence_capacity} tokens "
-            "per request (its context_size, set in the server's configuration)",
+            "per request as loaded (ask for a larger context_size to load it with more)",
             param="context_limit",
         )
     return limit

@@ -14,7 +14,7 @@ from typing import TypeGuard
 
 from core.engine.base import Engine
 from core.engine.types import EngineStats, LoadProgress
-from core.engine_factory import EngineFactory
+from core.engine_factory import EngineFactory, Sizing
 from core.errors import (
     InsufficientStorage,
     MinervaError,
@@ -25,6 +25,7 @@ from core.errors import (
     UnsupportedModel,
 )
 from core.keep_alive import UNCHANGED, Default, KeepAlive, idle_ttl, reap_interval
+from core.metadata.types import HeaderInfo
 from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,17 @@ class _Slot:
     failed_file: str = ""
     # What the last request that said so asked for (core.keep_alive); None: the server's TTL.
     keep_alive: KeepAlive = None
+    # The context size the last request that said so asked for (Ollama's num_ctx, clamped);
+    # the next load takes it. None: the configured size.
+    context: int | None = None
+    # The loaded engine's sizing, and the context it was asked to load with.
+    sizing: Sizing | None = None
+    loaded_context: int | None = None
+    # Leases holding the engine now (leases also counts those waiting for a load).
+    holders: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    # Waits for the holders to finish, then frees the engine so it reloads with `context`.
+    draining: asyncio.Task[None] | None = None
 
     @property
     def holds_memory(self) -> bool:
@@ -123,19 +135,30 @@ class ModelManager:
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, model_id: str, keep_alive: KeepAlive | Default = UNCHANGED
+        self,
+        model_id: str,
+        keep_alive: KeepAlive | Default = UNCHANGED,
+        context_size: int | None = None,
     ) -> AsyncIterator[Engine]:
         """The model's engine, loaded on first use, kept from eviction while the lease is held.
-        `keep_alive` (from a request) sets how long it stays loaded once idle."""
+        `keep_alive` (from a request) sets how long it stays loaded once idle; `context_size`
+        (Ollama's num_ctx) loads it with that context, reloading it once idle if it differs."""
         slot = self._slot(model_id)
         slot.leases += 1
         if not isinstance(keep_alive, Default):
             slot.keep_alive = keep_alive
             self._reaper_wake.set()  # the reaper may need to look sooner
         try:
-            engine = await self._ensure_loaded(slot)
-            slot.last_used = time.monotonic()
-            yield engine
+            want = await self._wanted_context(slot, context_size)
+            engine = await self._acquire(slot, want)
+            slot.holders += 1  # no await since _acquire checked the engine
+            try:
+                slot.last_used = time.monotonic()
+                yield engine
+            finally:
+                slot.holders -= 1
+                if slot.holders == 0:
+                    slot.released.set()
         finally:
             slot.leases -= 1
             slot.last_used = time.monotonic()
@@ -164,15 +187,26 @@ class ModelManager:
         idle_since = time.monotonic() if in_use else slot.last_used
         return time.time() + (idle_since + ttl - time.monotonic())
 
+    def sizing(self, spec: ModelSpec, header: HeaderInfo) -> Sizing:
+        """The loaded model's sizing; when not loaded, the sizing its next load takes."""
+        slot = self._slots.get(spec.id)
+        if slot is not None and slot.engine is not None and slot.sizing is not None:
+            return slot.sizing
+        return self._factory.sizing(spec, header, slot.context if slot else None)
+
     def memory_bytes(self, model_id: str) -> int:
         """Memory the loaded model holds (its estimate: weights, KV cache, prompt cache)."""
         slot = self._slots.get(model_id)
         return slot.estimate if slot is not None and slot.engine is not None else 0
 
     async def load(
-        self, model_id: str, keep_alive: KeepAlive | Default = UNCHANGED
+        self,
+        model_id: str,
+        keep_alive: KeepAlive | Default = UNCHANGED,
+        context_size: int | None = None,
     ) -> AsyncIterator[LoadProgress]:
-        """Load (or join the load of) a model, yielding progress, ending with a "ready" event.
+        """Load (or join the load of) a model, yielding progress, ending with a "ready" event;
+        with `context_size`, a copy loaded with another context reloads once idle.
 
         A model whose load failed fails again at once, with the same error, until its file or
         its configuration changes (or the server restarts): an unchanged file would fail again.
@@ -182,12 +216,13 @@ class ModelManager:
             slot.keep_alive = keep_alive
             slot.last_used = time.monotonic()
             self._reaper_wake.set()
-        if slot.engine is not None:
+        want = await self._wanted_context(slot, context_size)
+        if slot.engine is not None and not _pending(slot.draining) and self._fits(slot, want):
             yield LoadProgress("ready", 1.0, "already loaded")
             return
         events: asyncio.Queue[LoadProgress] = asyncio.Queue()
         slot.listeners.append(events)
-        task = asyncio.ensure_future(self._ensure_loaded(slot))
+        task = asyncio.ensure_future(self._acquire(slot, want))
         # Retrieved here when this caller goes away early; the shared load goes on regardless.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         getter: asyncio.Future[LoadProgress] | None = None
@@ -206,11 +241,59 @@ class ModelManager:
                 getter.cancel()
             slot.listeners.remove(events)
 
-    async def _ensure_loaded(self, slot: _Slot) -> Engine:
+    async def _wanted_context(self, slot: _Slot, requested: int | None) -> int | None:
+        """The context size to serve a request that asked for `requested` (clamped to the
+        model's trained context); INVALID_ARGUMENT when it alone would overflow the budget."""
+        if requested is None:
+            return None
+        header = await asyncio.to_thread(self._registry.header, slot.spec)
+        return self._factory.requested_context(slot.spec, header, requested, self._budget)
+
+    @staticmethod
+    def _fits(slot: _Slot, want: int | None) -> bool:
+        """Whether the loaded engine serves a request that wants context `want`."""
+        if want is None or want == slot.loaded_context:
+            return True
+        return slot.sizing is not None and slot.sizing.context_size == want
+
+    async def _acquire(self, slot: _Slot, want: int | None) -> Engine:
+        """The engine once it serves `want`: a copy loaded with another context is freed when
+        the requests holding it finish (they are never cut short), then loaded again."""
+        while True:
+            if _pending(slot.draining):  # requests arriving meanwhile wait for the new copy
+                await asyncio.wait({slot.draining})
+                continue
+            engine = await self._ensure_loaded(slot, want)
+            if slot.engine is not engine:  # freed while this caller waited
+                continue
+            if self._fits(slot, want):
+                return engine
+            slot.context = want  # what the next load takes, whoever starts it
+            slot.draining = asyncio.ensure_future(self._drain(slot, engine, want))
+            slot.draining.add_done_callback(_log_failure)
+
+    async def _drain(self, slot: _Slot, engine: Engine, want: int | None) -> None:
+        log.info(
+            "model %s: reloading with a context of %s tokens once its %d request(s) finish",
+            slot.spec.id,
+            want,
+            slot.holders,
+        )
+        while slot.engine is engine and (slot.holders or engine.busy):
+            slot.released.clear()
+            # engine.busy has no event of its own: look again shortly.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.released.wait(), 0.05)
+        if slot.engine is engine:
+            await self._free(slot)
+
+    async def _ensure_loaded(self, slot: _Slot, want: int | None = None) -> Engine:
         if slot.engine is not None:
             return slot.engine
         if slot.loading is None:
-            slot.loading = asyncio.ensure_future(self._load(slot))
+            if want is not None:
+                slot.context = want  # from now on, loads take it until another request asks
+            slot.loading = asyncio.ensure_future(self._load(slot, slot.context))
             slot.loading.add_done_callback(lambda _t: setattr(slot, "loading", None))
         # shield: one caller giving up must not abort the load the others wait for.
         return await asyncio.shield(slot.loading)
@@ -219,9 +302,10 @@ class ModelManager:
         for queue in slot.listeners:
             queue.put_nowait(event)
 
-    async def _load(self, slot: _Slot) -> Engine:
+    async def _load(self, slot: _Slot, context: int | None) -> Engine:
         spec = slot.spec
-        tried_on = await self._before_load(slot)
+        # A failure is remembered per file and context size: another size may load.
+        tried_on = f"{await self._before_load(slot, context)}#{context}"
         try:
             refusal = self._factory.refusal(spec)
             if refusal is not None:  # before evicting anything for it
@@ -230,7 +314,7 @@ class ModelManager:
             load_spec = await self._factory.prepare(spec, self._progress_sink(slot))
             self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
             async with self._lock:
-                engine = await self._load_locked(slot, load_spec)
+                engine = await self._load_locked(slot, load_spec, context)
         except MinervaError as exc:
             self._failed(slot, exc.message, exc, tried_on)
             raise
@@ -244,10 +328,10 @@ class ModelManager:
         self._on_state(spec.id, "loaded")
         return engine
 
-    async def _before_load(self, slot: _Slot) -> str:
+    async def _before_load(self, slot: _Slot, context: int | None) -> str:
         """The identity of the file to try; a remembered failure on it is raised again at once."""
         tried_on = await asyncio.to_thread(_file_identity, slot.spec.path)
-        if slot.failure is not None and slot.failed_file == tried_on:
+        if slot.failure is not None and slot.failed_file == f"{tried_on}#{context}":
             raise _again(slot.failure)
         if slot.closing is not None:
             # The previous copy must be gone before this one takes its memory again.
@@ -262,15 +346,17 @@ class ModelManager:
 
         return progress
 
-    async def _load_locked(self, slot: _Slot, spec: ModelSpec) -> Engine:
+    async def _load_locked(self, slot: _Slot, spec: ModelSpec, context: int | None) -> Engine:
         """Load `spec` (the slot's own, or the GGUF its checkpoint was converted to)."""
         # Header and fingerprint come from the file now: a file replaced later keeps them.
         header = await asyncio.to_thread(self._registry.header, spec)
         slot.fingerprint = await asyncio.to_thread(fingerprint, slot.spec.path)
-        slot.estimate = self._factory.estimate_bytes(spec, header)
+        slot.estimate = self._factory.estimate_bytes(spec, header, context)
         await self._make_room(slot)
         self._on_state(spec.id, "loading")
-        slot.engine = await self._factory.load(spec, header, self._progress_sink(slot))
+        progress = self._progress_sink(slot)
+        slot.engine = await self._factory.load(spec, header, progress, context)
+        slot.sizing, slot.loaded_context = self._factory.sizing(spec, header, context), context
         slot.error, slot.failure = "", None
         return slot.engine
 
@@ -378,6 +464,11 @@ class ModelManager:
         self._factory.cancel_imports()
         for slot in list(self._slots.values()):
             await self._free(slot)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("freeing a model for its reload failed", exc_info=task.exception())
 
 
 def _pending(task: asyncio.Task[None] | None) -> TypeGuard[asyncio.Task[None]]:

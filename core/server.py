@@ -15,6 +15,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from minerva.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 from minerva.v1.exposure import ExposureError, read_pem
+from minerva.v1.ratelimit import RateLimiter
 
 from core.engine.llama_backend import init_backend
 from core.engine_factory import EngineFactory
@@ -28,6 +29,7 @@ from core.services.auth import AuthInterceptor, KeyRing
 from core.services.drain import DrainInterceptor
 from core.services.inference_service import InferenceServicer
 from core.services.model_service import ModelCatalog, ModelServicer
+from core.services.ratelimit import RateLimitInterceptor
 from core.services.request_id import RequestIdInterceptor
 from core.services.status import ErrorInterceptor
 from core.settings import Settings, import_cache_dir
@@ -118,6 +120,7 @@ async def start(settings: Settings) -> CoreServer:
             ErrorInterceptor(),
             drain,
             AuthInterceptor(KeyRing(settings.api_keys, settings.admin_keys)),
+            *_rate_limits(settings),
         ],
         options=[
             ("grpc.max_receive_message_length", limit),
@@ -163,6 +166,15 @@ async def serve(settings: Settings, stop_event: asyncio.Event) -> None:
     log.info("shutting down: draining for up to %.0f s", settings.shutdown_grace_s)
     await core.stop(settings.shutdown_grace_s)
     log.info("stopped")
+
+
+def _rate_limits(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+    """The rate-limit interceptor when any limit is configured (after auth: keys are valid)."""
+    limiter = RateLimiter(settings.rate_limit, dict(settings.key_rate_limits))
+    if not limiter.enabled:
+        return []
+    keyed = bool(settings.api_keys or settings.admin_keys)
+    return [RateLimitInterceptor(limiter, keyed)]
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

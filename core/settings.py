@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minerva.v1.ratelimit import RateLimit
+
 from core.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -92,6 +94,11 @@ class Settings:
     # means this many), and the most seconds it may generate (then it ends with LENGTH).
     max_tokens_cap: int | None = None
     max_generation_s: float | None = None
+    # Per caller (API key, or address without keys): requests and tokens per minute; None is
+    # no limit. Key files may give a key its own (`KEY rpm=N tpm=N`): key_rate_limits.
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    key_rate_limits: tuple[tuple[str, RateLimit], ...] = field(default=(), repr=False)
     # gRPC over TLS with this certificate and key; with a client CA, mutual TLS (clients must
     # present a certificate it signed).
     tls_cert: Path | None = None
@@ -106,6 +113,13 @@ class Settings:
         _check_min("kv_cache_tokens", self.kv_cache_tokens, 1)
         _check_min("max_tokens_cap", self.max_tokens_cap, 1)
         _check_min("max_generation_s", self.max_generation_s, 0.001)
+        _check_min("rate_limit_rpm", self.rate_limit_rpm, 1)
+        _check_min("rate_limit_tpm", self.rate_limit_tpm, 1)
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The limit of callers without one of their own."""
+        return RateLimit(self.rate_limit_rpm, self.rate_limit_tpm)
 
 
 def import_cache_dir(settings: Settings) -> Path:
@@ -179,6 +193,8 @@ _SERVER_KEYS = {
     "tls_client_ca": Path,
     "max_tokens_cap": int,
     "max_generation_s": float,
+    "rate_limit_rpm": int,
+    "rate_limit_tpm": int,
 }
 _MODEL_KEYS = {
     "id": str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import ssl
@@ -18,13 +19,18 @@ from minerva.v1.exposure import (
     ExposureError,
     check_exposure,
     check_tls_pair,
+    key_file_limits,
     keys_from,
     read_key_file,
     read_pem,
 )
+from minerva.v1.ratelimit import RateLimit
 
 from rest_bridge.app import create_app
 from rest_bridge.app_keys import DRAIN
+from rest_bridge.errors import BadRequest
+from rest_bridge.ollama.requests import parse_duration
+from rest_bridge.routing import split_targets
 from rest_bridge.settings import Settings, parse_host_port
 
 log = logging.getLogger("rest_bridge")
@@ -39,7 +45,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="also listen on HOST:PORT, e.g. 127.0.0.1:11434 where Ollama clients look first",
     )
-    parser.add_argument("--core", default="127.0.0.1:50051", help="the core's gRPC HOST:PORT")
+    parser.add_argument(
+        "--ollama-keep-alive",
+        type=_duration,
+        default=Settings.ollama_keep_alive_s,
+        help="how long a model stays loaded after an Ollama request that names no keep_alive "
+        "(seconds or a duration like 5m; negative: forever; default 5m, as Ollama's "
+        "OLLAMA_KEEP_ALIVE)",
+    )
+    parser.add_argument(
+        "--core",
+        default="127.0.0.1:50051",
+        help="the core's gRPC HOST:PORT; several cores as HOST:PORT,HOST:PORT (the bridge picks "
+        "one per request by model, load and conversation); or one gRPC target such as "
+        "dns:///minerva-core:50051 (gRPC round-robins over what it resolves to)",
+    )
     parser.add_argument(
         "--api-key-file",
         type=Path,
@@ -90,6 +110,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10.0,
         help="seconds on SIGTERM for requests in flight to finish; new ones get 503 (default 10)",
     )
+    parser.add_argument(
+        "--rate-limit-rpm",
+        type=_positive,
+        help="requests per minute per API key (per client address without keys); a key file "
+        "line `KEY rpm=N tpm=N` sets a key's own (default: no limit)",
+    )
+    parser.add_argument(
+        "--rate-limit-tpm",
+        type=_positive,
+        help="tokens (prompt + completion) per minute per API key or client address",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format",
@@ -100,9 +131,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite duration")
+    return seconds
+
+
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Flags first, then the environment; keys from both are accepted."""
     host, port = parse_host_port(args.listen)
+    split_targets(args.core)  # a malformed --core stops the bridge before it serves
     keys = keys_from(args.api_key_file, env, "MINERVA_API_KEYS")
     core_file = read_key_file(args.core_api_key_file)[0] if args.core_api_key_file else None
     core_key = core_file or env.get("MINERVA_CORE_API_KEY") or (keys[0] if keys else None)
@@ -130,6 +178,8 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         (args.core_tls_key, "core TLS client key"),
     ):
         read_pem(path, what)  # a missing or wrong file stops the bridge before it serves
+    rate_limit = RateLimit(args.rate_limit_rpm, args.rate_limit_tpm)
+    own_limits = key_file_limits([*args.api_key_file, *args.admin_key_file], rate_limit)
     hosts = [host, *(h for h, _ in extra)]
     check_exposure("bridge", hosts, bool(keys or admin), args.allow_unauthenticated)
     return Settings(
@@ -148,6 +198,9 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         core_tls_key=args.core_tls_key,
         max_body_mb=args.max_body_mb,
         shutdown_grace_s=args.shutdown_grace,
+        ollama_keep_alive_s=args.ollama_keep_alive,
+        rate_limit=rate_limit,
+        key_rate_limits=tuple(own_limits.items()),
     )
 
 
@@ -177,7 +230,7 @@ async def serve(settings: Settings) -> None:
             await web.TCPSite(runner, extra_host, extra_port, ssl_context=ssl_context).start()
             bound = runner.addresses[-1][:2]
             log.info("minerva bridge also listening on %s:%s (for Ollama clients)", *bound)
-        log.info("core at %s", settings.core_address)
+        log.info("cores at %s", ", ".join(split_targets(settings.core_address)))
         log.info("minerva bridge listening on %s:%s", host, port)
         await _wait_for_stop_signal()
         drain = app[DRAIN]

@@ -1,4 +1,5 @@
-"""API-key middleware: `Authorization: Bearer KEY` on every route except /health.
+"""API-key middleware: `Authorization: Bearer KEY` on every route except /health and
+/openapi.json (neither names an address, a key or a model).
 
 With admin keys configured, an admin caller's core calls carry the core admin key, so that the
 core (which enforces roles) lets it administer models; client callers' calls carry the client
@@ -16,7 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from rest_bridge.errors import ApiError
 
-EXEMPT_PATHS = frozenset({"/health"})
+EXEMPT_PATHS = frozenset({"/health", "/openapi.json"})
 
 # The core key this request's gRPC calls use instead of the default one (an admin caller's).
 core_key_override: ContextVar[str | None] = ContextVar("core_key_override", default=None)

@@ -11,9 +11,9 @@ from aiohttp import web
 from minerva.v1 import inference_pb2
 
 from rest_bridge import logprobs as lp
-from rest_bridge import tools, translate
-from rest_bridge.app_keys import CLIENT
+from rest_bridge import routing, tools, translate
 from rest_bridge.body import parse_body
+from rest_bridge.core_client import CoreClient
 from rest_bridge.generation import StreamChunks, respond
 from rest_bridge.protocol import chat_request, session_id
 
@@ -63,9 +63,7 @@ class ChatChunks(StreamChunks):
 
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     pb_request, mode = chat_request(parse_body(await request.read()), session_id(request.headers))
-    client = request.app[CLIENT]
     ids = translate.ResponseIds.new("chatcmpl", pb_request.model_id, time.time())
-    call = client.inference.Chat(pb_request, metadata=client.metadata)
     builder = ChatChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
     def whole(events: list[translate.GenerationEvent]) -> dict[str, Any]:
@@ -73,7 +71,11 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
         texts, final = translate.collect(events)
         return translate.chat_completion(ids, texts, final, picked, tools.collect_calls(events))
 
-    return await respond(request, call, mode, builder, whole, client.address, "messages")
+    def start(core: CoreClient) -> Any:
+        return core.inference.Chat(pb_request, metadata=core.metadata)
+
+    where, key = routing.target_label(request), routing.conversation(pb_request)
+    return await respond(request, start, mode, builder, whole, where, "messages", key)
 
 
 def setup(app: web.Application) -> None:

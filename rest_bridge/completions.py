@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from rest_bridge import logprobs as lp
-from rest_bridge import translate
-from rest_bridge.app_keys import CLIENT
+from rest_bridge import routing, translate
 from rest_bridge.body import parse_body
+from rest_bridge.core_client import CoreClient
 from rest_bridge.generation import StreamChunks, respond
 from rest_bridge.protocol import completion_request, session_id
 
@@ -56,16 +56,18 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     pb_request, mode = completion_request(
         parse_body(await request.read()), session_id(request.headers)
     )
-    client = request.app[CLIENT]
     ids = translate.ResponseIds.new("cmpl", pb_request.model_id, time.time())
-    call = client.inference.Generate(pb_request, metadata=client.metadata)
     builder = CompletionChunks(ids, mode.include_usage, logprobs=pb_request.sampling.logprobs)
 
     def whole(events: list[translate.GenerationEvent]) -> dict[str, Any]:
         picked = lp.collect(events) if builder.logprobs else None
         return translate.completion(ids, *translate.collect(events), picked)
 
-    return await respond(request, call, mode, builder, whole, client.address, "prompt")
+    def start(core: CoreClient) -> Any:
+        return core.inference.Generate(pb_request, metadata=core.metadata)
+
+    where, key = routing.target_label(request), routing.conversation(pb_request)
+    return await respond(request, start, mode, builder, whole, where, "prompt", key)
 
 
 def setup(app: web.Application) -> None:

@@ -1,7 +1,9 @@
-"""The bridge's connection to the core: one gRPC channel, its stubs, and the auth metadata."""
+"""The bridge's connections to its cores: one gRPC channel per --core target (round_robin with
+client-side health checking), its stubs, and the auth metadata."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,12 @@ from rest_bridge.settings import MIB, Settings
 MIN_RECEIVE_BYTES = 64 * MIB
 # Slack over the HTTP body limit for the protobuf framing of the same content.
 SEND_OVERHEAD_BYTES = 1 * MIB
+# round_robin over whatever the target resolves to (one address, or a dns:/// name's several),
+# each address used only while its grpc.health.v1 status for the server ("") is SERVING: a core
+# that drains or dies leaves the rotation at once and rejoins when it serves again.
+SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
 @dataclass
@@ -30,6 +38,12 @@ class CoreClient:
     health: Any
     metadata: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     channel: grpc.aio.Channel | None = None
+
+    def connectivity(self) -> grpc.ChannelConnectivity:
+        """The channel's state (asking it to connect when idle); READY for injected stubs."""
+        if self.channel is None:
+            return grpc.ChannelConnectivity.READY
+        return self.channel.get_state(try_to_connect=True)
 
     async def close(self) -> None:
         if self.channel is not None:
@@ -71,9 +85,11 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     return [_UnaryUnaryContext(), _UnaryStreamContext()]
 
 
-def channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
-    """Message limits that agree with the HTTP body limit, and a quick reconnect."""
+def channel_options(max_body_bytes: int) -> list[tuple[str, int | str]]:
+    """Message limits that agree with the HTTP body limit, a quick reconnect, and round_robin
+    with health checking."""
     return [
+        ("grpc.service_config", SERVICE_CONFIG),
         ("grpc.max_send_message_length", max_body_bytes + SEND_OVERHEAD_BYTES),
         ("grpc.max_receive_message_length", max(MIN_RECEIVE_BYTES, 4 * max_body_bytes)),
         # A restarted core is found again within a second instead of gRPC's default ~2 minutes.
@@ -95,20 +111,22 @@ def core_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     )
 
 
-def connect(settings: Settings) -> CoreClient:
-    """Opens a lazy channel (no I/O until the first call); must run inside the event loop."""
+def connect(settings: Settings, target: str | None = None) -> CoreClient:
+    """Opens a lazy channel to `target` (default: the whole --core value as one gRPC target; no
+    I/O until the first call); must run inside the event loop."""
+    address = settings.core_address if target is None else target
     options = channel_options(settings.max_body_bytes)
     credentials = core_credentials(settings)
     if credentials is None:
         channel = grpc.aio.insecure_channel(
-            settings.core_address, options=options, interceptors=client_interceptors()
+            address, options=options, interceptors=client_interceptors()
         )
     else:
         channel = grpc.aio.secure_channel(
-            settings.core_address, credentials, options=options, interceptors=client_interceptors()
+            address, credentials, options=options, interceptors=client_interceptors()
         )
     return CoreClient(
-        address=settings.core_address,
+        address=address,
         models=models_pb2_grpc.ModelServiceStub(channel),
         inference=inference_pb2_grpc.InferenceServiceStub(channel),
         health=health_pb2_grpc.HealthStub(channel),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rest_bridge import translate
-from rest_bridge.app_keys import CLIENT, METRICS
+from rest_bridge import ratelimit, routing, translate
+from rest_bridge.app_keys import METRICS
 from rest_bridge.body import parse_body
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import embed_request
@@ -13,10 +13,11 @@ from rest_bridge.protocol import embed_request
 
 async def create_embeddings(request: web.Request) -> web.Response:
     pb_request, encoding = embed_request(parse_body(await request.read()))
-    client = request.app[CLIENT]
+    client = routing.core_for(request, pb_request.model_id)
     async with translate_grpc_errors(client.address, input_name="input"):
         response = await client.inference.Embed(pb_request, metadata=client.metadata)
     request.app[METRICS].observe_embedding(pb_request.model_id, response.usage.prompt_tokens)
+    ratelimit.charge(request, response.usage.prompt_tokens)
     return web.json_response(translate.embedding_list(response, pb_request.model_id, encoding))
 
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aiohttp import web
+from minerva.v1.ratelimit import HEADER_PREFIX, RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
 # Seconds a client should wait after a 429 (the model's queue was full).
 RETRY_AFTER_SECONDS = 1
 PARAM_METADATA_KEY = "minerva-param"
+CORE_UNAVAILABLE = "the model server is unavailable; retry shortly"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ApiError(Exception):
         type: str = _INVALID,
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -92,14 +95,19 @@ class ApiError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        # E.g. a rate limit's retry-after and x-ratelimit-* facts.
+        self.extra_headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
 
     def headers(self) -> dict[str, str]:
+        out = {}
         if self.status in (429, 503):  # overloaded, draining, or the core away: try again soon
-            return {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        return {}
+            out["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if "retry-after" in self.extra_headers:
+            out.pop("Retry-After", None)
+        return {**out, **self.extra_headers}
 
 
 class BadRequest(ApiError):
@@ -146,19 +154,28 @@ def from_rpc_error(error: grpc.aio.AioRpcError, address: str, input_name: str) -
     """Builds the HTTP error for a failed gRPC call from its status code and metadata only."""
     row = STATUS_TABLE.get(error.code(), _FALLBACK)
     details = error.details() or error.code().name
+    trailing = _trailing(error)
     if error.code() == grpc.StatusCode.UNAVAILABLE:
-        details = f"core unavailable at {address}: {details}"
+        details = core_unavailable(address, details)
     elif row.status >= 500:
         log.warning("core call failed: %s: %s", error.code().name, details)
-    param = openai_param(_trailing_param(error), input_name=input_name)
-    return ApiError(row.status, details, type=row.type, param=param, code=row.code)
+    param = openai_param(trailing.get(PARAM_METADATA_KEY), input_name=input_name)
+    facts = {k: v for k, v in trailing.items() if k == RETRY_AFTER or k.startswith(HEADER_PREFIX)}
+    return ApiError(row.status, details, type=row.type, param=param, code=row.code, headers=facts)
 
 
-def _trailing_param(error: grpc.aio.AioRpcError) -> str | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == PARAM_METADATA_KEY:
-            return value if isinstance(value, str) else value.decode()
-    return None
+def core_unavailable(address: str, details: str) -> str:
+    """Logs where the core was and why it failed (the operator's business; gRPC's details
+    name addresses), and returns what clients are told."""
+    log.warning("core unavailable at %s: %s", address, details)
+    return CORE_UNAVAILABLE
+
+
+def _trailing(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {
+        key: value if isinstance(value, str) else value.decode()
+        for key, value in error.trailing_metadata() or ()
+    }
 
 
 @asynccontextmanager

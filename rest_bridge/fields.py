@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from minerva.v1.limits import Range
+
 from rest_bridge.errors import BadRequest
 
 
@@ -49,16 +51,24 @@ def require_object(body: dict[str, Any], key: str, *, prefix: str = "") -> dict[
     return value
 
 
-def get_number(
-    body: dict[str, Any], key: str, low: float | None = None, high: float | None = None
-) -> float | None:
+def get_number(body: dict[str, Any], key: str, bounds: Range | None = None) -> float | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"'{key}' must be a number, got {type_name(value)}", key)
-    check_range(key, value, low, high)
+    if not _finite(value):
+        raise BadRequest(f"'{key}' must be a finite number", key)
+    if bounds is not None and not bounds.admits_float32(value):
+        raise BadRequest(f"'{key}' must be a number in {bounds}, got {value:g}", key)
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def get_int(

@@ -11,7 +11,7 @@ from aiohttp import web
 from minerva.v1 import inference_pb2
 
 from rest_bridge import logprobs as lp
-from rest_bridge import sse, translate
+from rest_bridge import ratelimit, routing, sse, translate
 from rest_bridge.app_keys import METRICS
 from rest_bridge.errors import translate_grpc_errors
 from rest_bridge.protocol import StreamMode
@@ -69,12 +69,15 @@ async def stream_chunks(
     address: str,
     input_name: str,
     on_final: Callable[[inference_pb2.GenerationFinal], None] = lambda final: None,
+    on_event: Callable[[Any], None] = lambda event: None,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Yields nothing until the core's first message, so early errors keep their status."""
+    """Yields nothing until the core's first message, so early errors keep their status.
+    `on_event` sees each of the core's messages as it arrives."""
     started = False
     opened: set[int] = set()
     async with translate_grpc_errors(address, input_name):
         async for event in call:
+            on_event(event)
             if not started:
                 started = True
                 builder = builder.with_fingerprint(_fingerprint(event))
@@ -119,30 +122,38 @@ def _fingerprint(event: Any) -> str | None:
 
 async def respond(
     request: web.Request,
-    call: Any,
+    start: routing.Start,
     mode: StreamMode,
     builder: StreamChunks,
     whole: Callable[[list[translate.GenerationEvent]], dict[str, Any]],
     address: str,
     input_name: str,
+    affinity: str = "",
 ) -> web.StreamResponse:
-    """Answers one generation call; the call is cancelled however the handler ends, so a client
-    that disconnects (aiohttp cancels the handler) stops the core's token loop."""
+    """Answers one generation call, started by `start` on the core the router picks for the
+    model and conversation `affinity`, once that core has room (admission); the call is
+    cancelled however the handler ends, so a client that disconnects (aiohttp cancels the
+    handler) stops the core's token loop."""
     counters = request.app[METRICS]
+    gaps = counters.token_gaps(builder.ids.model)
 
     def on_final(final: inference_pb2.GenerationFinal) -> None:
         counters.observe_generation(builder.ids.model, final)
+        ratelimit.charge(request, final.usage.prompt_tokens + final.usage.completion_tokens)
 
-    try:
-        if mode.stream:
-            return await sse.stream_events(
-                request, stream_chunks(call, builder, address, input_name, on_final)
-            )
-        async with translate_grpc_errors(address, input_name):
-            events = [event async for event in call]
-        for event in events:
-            if event.WhichOneof("event") == "final":
-                on_final(event.final)
-        return web.json_response(whole(events))
-    finally:
-        call.cancel()
+    with routing.generation(request, builder.ids.model, affinity, start) as call:
+        try:
+            if mode.stream:
+                chunks = stream_chunks(call, builder, address, input_name, on_final, gaps.saw)
+                return await sse.stream_events(request, chunks)
+            events: list[translate.GenerationEvent] = []
+            async with translate_grpc_errors(address, input_name):
+                async for event in call:
+                    gaps.saw(event)
+                    events.append(event)
+            for event in events:
+                if event.WhichOneof("event") == "final":
+                    on_final(event.final)
+            return web.json_response(whole(events))
+        finally:
+            call.cancel()

@@ -1,16 +1,17 @@
 """GET /metrics in Prometheus text format: the bridge's own counters and the core's per model.
 
 The bridge counts requests by endpoint and status, and prompt and completion tokens by model;
-time to first token and inter-token latency are the core's measurements, taken from each
-generation's final message. The core's per-model gauges and totals (ModelStats) are read with
-ListModels at scrape time, so a scrape always shows the core as it is.
+time to first token is the core's measurement, taken from each generation's final message;
+inter-token latency is the bridge's own: the gap between two tokens of one choice as they reach
+it from the core. The core's per-model gauges and totals (ModelStats) are read with ListModels
+at scrape time, so a scrape always shows the core as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 from aiohttp import web
@@ -106,7 +107,7 @@ class BridgeMetrics:
         )
         self.inter_token_latency = Histogram(
             "minerva_inter_token_latency_seconds",
-            "Time per generated token after the first (each request's mean, once per token)",
+            "Between two consecutive tokens of one choice, as they reach the bridge",
             ["model"],
             buckets=_TOKEN_BUCKETS,
             registry=self.registry,
@@ -115,22 +116,45 @@ class BridgeMetrics:
         self.registry.register(self.core)
 
     def observe_generation(self, model: str, final: inference_pb2.GenerationFinal) -> None:
-        """Counts a finished generation's tokens and latencies (the core's timings)."""
+        """Counts a finished generation's tokens and its time to first token (the core's)."""
         usage, timings = final.usage, final.timings
         self.prompt_tokens.labels(model).inc(usage.prompt_tokens)
         self.completion_tokens.labels(model).inc(usage.completion_tokens)
         if timings.time_to_first_token_ms > 0:
             self.time_to_first_token.labels(model).observe(timings.time_to_first_token_ms / 1000)
-        choices = max(len(final.choices), 1)
-        after_first = usage.completion_tokens - choices
-        if after_first > 0 and timings.decode_ms > 0:
-            per_token = timings.decode_ms / 1000 / after_first * choices
-            histogram = self.inter_token_latency.labels(model)
-            for _ in range(after_first):
-                histogram.observe(per_token)
+
+    def token_gaps(self, model: str) -> TokenGaps:
+        """A timer for one generation call's inter-token latencies."""
+        return TokenGaps(self.inter_token_latency, model)
 
     def observe_embedding(self, model: str, prompt_tokens: int) -> None:
         self.prompt_tokens.labels(model).inc(prompt_tokens)
+
+
+class TokenGaps:
+    """Times one generation call's tokens as the core's messages bring them (one token per
+    chunk): each gap between two tokens of the same choice is one observation, so a choice of
+    k tokens gives k - 1. Measured where the bridge reads the gRPC stream, before writing to the
+    client; the core streams every generation, so answers sent whole are timed too."""
+
+    def __init__(
+        self, histogram: Histogram, model: str, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._histogram = histogram
+        self._model = model
+        self._clock = clock
+        self._last: dict[int, float] = {}
+
+    def saw(self, event: inference_pb2.GenerateResponse | inference_pb2.ChatResponse) -> None:
+        """Called with every message of the call, as it arrives."""
+        if event.WhichOneof("event") != "chunk" or not event.chunk.token_ids:
+            return  # a final, or text held back until the end: no new token
+        now, index = self._clock(), event.chunk.index
+        last = self._last.get(index)
+        if last is not None:
+            # Labelled only now: a model name that never produced two tokens adds no series.
+            self._histogram.labels(self._model).observe(now - last)
+        self._last[index] = now
 
 
 def endpoint_of(request: web.Request) -> str:

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from minerva.v1 import inference_pb2
-from minerva.v1.limits import MAX_SESSION_CHARS, MAX_STOP_CHARS, MAX_STOPS, MAX_TOP_LOGPROBS
+from minerva.v1.limits import (
+    MAX_SESSION_CHARS,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
+    MIN_TOP_K,
+    SAMPLING_RANGES,
+)
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_int, get_number, get_str, type_name
@@ -108,9 +116,11 @@ def parse_logit_bias(body: dict[str, Any]) -> dict[int, float]:
 
 
 def _token_key(key: str) -> int:
-    if not key.isascii() or not key.isdigit() or int(key) > INT32_MAX:
-        raise BadRequest(f"'logit_bias' keys must be token ids, got {key!r}", "logit_bias")
-    return int(key)
+    # Past ten digits (leading zeros aside) no int32; int() itself refuses 4,300 or more.
+    digits = key.lstrip("0") or "0"
+    if not key.isascii() or not key.isdigit() or len(digits) > 10 or int(digits) > INT32_MAX:
+        raise BadRequest(f"'logit_bias' keys must be token ids, got {key[:40]!r}", "logit_bias")
+    return int(digits)
 
 
 def _bias_value(key: str, value: Any) -> float:
@@ -134,16 +144,9 @@ def parse_sampling(
 ) -> inference_pb2.SamplingParams:
     """Every sampling field of chat and completions (whose `logprobs` differ); unset fields
     stay unset for the core."""
-    numbers = {
-        "temperature": get_number(body, "temperature", 0, 2),
-        # 0 is greedy: llama.cpp's top-p sampler keeps at least the most likely token.
-        "top_p": get_number(body, "top_p", 0, 1),
-        "min_p": get_number(body, "min_p", 0, 1),
-        "repeat_penalty": get_number(body, "repeat_penalty", 0),
-        "presence_penalty": get_number(body, "presence_penalty", -2, 2),
-        "frequency_penalty": get_number(body, "frequency_penalty", -2, 2),
-    }
-    top_k = get_int(body, "top_k", 0, INT32_MAX)
+    # The contract's ranges, which the core checks too.
+    numbers = {key: get_number(body, key, bounds) for key, bounds in SAMPLING_RANGES.items()}
+    top_k = get_int(body, "top_k", MIN_TOP_K, MAX_TOP_K)
     seed = get_int(body, "seed", INT64_MIN, INT64_MAX)
     # The core knows the model's slots, so it checks the upper bound.
     n = get_int(body, "n", 1, UINT32_MAX)
@@ -204,7 +207,7 @@ def parse_message(index: int, message: Any) -> inference_pb2.ChatMessage:
     if not isinstance(message, dict):
         raise BadRequest(f"{where} must be an object", where)
     role = message.get("role")
-    if role not in CHAT_ROLES:
+    if not isinstance(role, str) or role not in CHAT_ROLES:  # a list or object is no role
         roles = ", ".join(CHAT_ROLES)
         raise BadRequest(f"{where}.role must be one of {roles}, got {role!r}", f"{where}.role")
     content = message_content(where, role, message.get("content"))
@@ -323,12 +326,25 @@ def parse_prompt(prompt: Any) -> str | list[int]:
 def token_ids(value: Any, param: str) -> list[int]:
     if not isinstance(value, list) or not value:
         raise BadRequest(f"'{param}' must be a non-empty string or array of token ids", param)
+    ids = []
     for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= INT32_MAX:
+        token = as_token_id(item)
+        if token is None:
             raise BadRequest(
                 f"'{param}' token ids must be non-negative integers, got {item!r}", param
             )
-    return list(value)
+        ids.append(token)
+    return ids
+
+
+def as_token_id(item: Any) -> int | None:
+    """A token id, or None: an integer in int32's range, where JSON's 5.0 is 5 (as get_int reads
+    integers, and as JSON Schema's "integer" has it)."""
+    if isinstance(item, float) and item.is_integer():
+        item = int(item)
+    if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= INT32_MAX:
+        return None
+    return item
 
 
 def embed_request(body: dict[str, Any]) -> tuple[inference_pb2.EmbedRequest, str]:
@@ -353,7 +369,7 @@ def embed_inputs(value: Any) -> list[inference_pb2.EmbedInput]:
         value = [value]
     if not isinstance(value, list) or not value:
         raise BadRequest("'input' must be a non-empty string or array", "input")
-    if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+    if all(isinstance(item, int | float) and not isinstance(item, bool) for item in value):
         return [_ids_input(value)]
     return [_one_input(item) for item in value]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minerva.v1.ratelimit import RateLimit
+
 MIB = 1024 * 1024
 
 
@@ -33,6 +35,14 @@ class Settings:
     core_tls_ca: Path | None = None
     core_tls_cert: Path | None = None
     core_tls_key: Path | None = None
+    # Ollama routes: keep-alive of a request that names none, in seconds (Ollama's
+    # OLLAMA_KEEP_ALIVE, 5 minutes; negative: forever). OpenAI routes send none.
+    ollama_keep_alive_s: float = 300.0
+
+    # Per caller (API key, or client address without keys), requests and tokens per minute;
+    # None is no limit. Key files may give a key its own (`KEY rpm=N tpm=N`).
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    key_rate_limits: tuple[tuple[str, RateLimit], ...] = field(default=(), repr=False)
 
     @property
     def max_body_bytes(self) -> int:

@@ -1,7 +1,7 @@
 """llama-server's utility endpoints: POST /tokenize, /detokenize and /apply-template, in its shapes.
 
 llama-server serves one model, so its bodies name none: `model` is optional here, and without it
-the core's only model is used (a 400 naming `model` when the core serves several).
+the cores' only model is used (a 400 naming `model` when they serve several).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from minerva.v1 import inference_pb2, models_pb2
+from minerva.v1 import inference_pb2
 
-from rest_bridge.app_keys import CLIENT
+from rest_bridge import routing
 from rest_bridge.body import parse_body
 from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import BadRequest, translate_grpc_errors
@@ -28,9 +28,9 @@ async def tokenize(request: web.Request) -> web.Response:
     if content is None:
         raise BadRequest("'content' is required", "content")
     with_pieces = bool(get_bool(body, "with_pieces"))
-    client = request.app[CLIENT]
+    client, model = await _routed(request, body)
     pb_request = inference_pb2.TokenizeRequest(
-        model_id=await _model(client, body),
+        model_id=model,
         text=content,
         add_special=bool(get_bool(body, "add_special")),
         parse_special=_default_true(get_bool(body, "parse_special")),
@@ -50,10 +50,8 @@ async def tokenize(request: web.Request) -> web.Response:
 async def detokenize(request: web.Request) -> web.Response:
     """{"tokens": [id, ...]} -> {"content": text}."""
     body = parse_body(await request.read())
-    client = request.app[CLIENT]
-    pb_request = inference_pb2.DetokenizeRequest(
-        model_id=await _model(client, body), token_ids=_tokens(body)
-    )
+    client, model = await _routed(request, body)
+    pb_request = inference_pb2.DetokenizeRequest(model_id=model, token_ids=_tokens(body))
     async with translate_grpc_errors(client.address, "tokens"):
         reply = await client.inference.Detokenize(pb_request, metadata=client.metadata)
     return web.json_response({"content": reply.text})
@@ -62,23 +60,24 @@ async def detokenize(request: web.Request) -> web.Response:
 async def apply_template(request: web.Request) -> web.Response:
     """A chat completions body (messages, tools, tool_choice) -> {"prompt": text}."""
     body = parse_body(await request.read())
-    client = request.app[CLIENT]
+    client, model = await _routed(request, body)
     pb_request = inference_pb2.ApplyChatTemplateRequest(
-        model_id=await _model(client, body), messages=parse_messages(body), **tool_fields(body)
+        model_id=model, messages=parse_messages(body), **tool_fields(body)
     )
     async with translate_grpc_errors(client.address, "messages"):
         reply = await client.inference.ApplyChatTemplate(pb_request, metadata=client.metadata)
     return web.json_response({"prompt": reply.prompt})
 
 
-async def _model(client: CoreClient, body: dict[str, Any]) -> str:
-    named = get_str(body, "model")
-    if named:
-        return named
-    async with translate_grpc_errors(client.address):
-        listing = await client.models.ListModels(
-            models_pb2.ListModelsRequest(), metadata=client.metadata
-        )
+async def _routed(request: web.Request, body: dict[str, Any]) -> tuple[CoreClient, str]:
+    """The model the body names (else the only one served) and the core for it."""
+    model = get_str(body, "model") or await _only_model(request)
+    return routing.core_for(request, model), model
+
+
+async def _only_model(request: web.Request) -> str:
+    async with translate_grpc_errors(routing.target_label(request)):
+        listing = await routing.list_models(request)
     if len(listing.models) != 1:
         raise BadRequest(
             f"'model' is required: the core serves {len(listing.models)} models", "model"

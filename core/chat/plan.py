@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.chat.templates import render_source, select_template
-from core.chat.tools.grammar import tool_grammar
+from core.chat.tools.grammar import lazy_trigger, tool_grammar
 from core.chat.tools.syntax import ToolSyntax, detect
 from core.chat.types import ChatMessage, ToolRequest
 
@@ -20,6 +20,8 @@ class ChatPlan:
     syntax: ToolSyntax | None = None
     # GBNF the answer must follow ("" for none).
     grammar: str = ""
+    # The text that starts the grammar ("" when it rules from the first token).
+    grammar_trigger: str = ""
 
 
 def plan_chat(
@@ -52,4 +54,5 @@ def plan_chat(
     )
     if not tools.active:
         return ChatPlan(prompt)
-    return ChatPlan(prompt, syntax, tool_grammar(syntax, tools, functions, json_schema))
+    grammar = tool_grammar(syntax, tools, functions, json_schema)
+    return ChatPlan(prompt, syntax, grammar, lazy_trigger(syntax, tools, json_schema))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from core.engine.types import EngineStats, GenerationEvent, GenerationRequest
@@ -55,6 +56,12 @@ class Engine(Protocol):
     @property
     def slots(self) -> int:
         """Sequences generated at once; a request with n choices takes n of them."""
+        ...
+
+    def reserve(self) -> AbstractContextManager[None]:
+        """Holds one of the model's places (running plus waiting) for a generation request from
+        before its prompt is prepared until it ends; Overloaded at once when none is left, so
+        an overloaded model refuses before rendering templates and tokenizing, not after."""
         ...
 
     @property

@@ -14,6 +14,8 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from core.engine.vocab import Vocab
+
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")], align=False)
 
 
@@ -82,3 +84,38 @@ def sample_constrained(
     llama_cpp.llama_sampler_accept(grammar, token)
     llama_cpp.llama_sampler_accept(chain, token)
     return token
+
+
+class LazyGrammar:
+    """A grammar that waits for its trigger in a choice's output, as llama.cpp's lazy grammar
+    does: until the trigger text appears the choice samples freely, and from its first byte on
+    the grammar rules. Done here rather than in llama.cpp, which feeds the text from the trigger
+    on into the grammar unchecked and aborts the process when it does not fit: see wake()."""
+
+    def __init__(self, grammar: llama_cpp.llama_sampler_p, trigger: bytes) -> None:
+        self.grammar = grammar
+        self._trigger = trigger
+        self._tail = b""  # the end of the output so far that could begin the trigger
+
+    def feed(self, piece: bytes) -> bytes | None:
+        """The output from the trigger on, once this token's piece completes it; else None."""
+        window = self._tail + piece
+        start = window.find(self._trigger)
+        if start >= 0:
+            return window[start:]
+        keep = len(self._trigger) - 1
+        self._tail = window[-keep:] if keep else b""
+        return None
+
+    def wake(self, text: bytes, vocab: Vocab, candidates: Candidates) -> bool:
+        """Feeds the output from the trigger on to the grammar, each token checked before it
+        is accepted; False (the grammar then unusable) when the text does not fit it."""
+        try:
+            tokens = vocab.tokenize(text.decode("utf-8"), False, True)
+        except UnicodeDecodeError:  # a character cut in two: no grammar starts so
+            return False
+        for token in tokens:
+            if not candidates.allows(self.grammar, token):
+                return False
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+        return True

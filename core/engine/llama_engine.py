@@ -4,10 +4,11 @@ thread, driven from asyncio."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 
 from core.engine import grammar
@@ -25,7 +26,7 @@ from core.engine.types import (
     GenerationResult,
     LoadProgress,
 )
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class LlamaEngine:
         self.last_result: GenerationResult | None = None
         self._jobs: set[Job] = set()
         self._compiling = 0  # grammar compiles running in worker threads
+        self._reserved = 0  # generation requests holding a place (reserve)
         self._aborted = False  # set for good at shutdown: later generations end at once
 
     @classmethod
@@ -83,6 +85,18 @@ class LlamaEngine:
     @property
     def slots(self) -> int:
         return self._steps.slots
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        if self._reserved >= self._steps.capacity:
+            raise Overloaded(
+                f"model {self._name!r} is busy: {self._reserved} requests in flight; retry later"
+            )
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
 
     @property
     def tokenizer(self) -> Tokenizer:

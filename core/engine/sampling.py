@@ -39,6 +39,9 @@ class Sampling:
     json_schema: str = ""
     # The request field a failing grammar is blamed on: the server builds one from the tools.
     grammar_param: str = "sampling.grammar"
+    # With a grammar, the text whose first appearance in a choice's output starts it (llama.cpp's
+    # lazy grammar: tool calls after free text); "" applies it from the first token.
+    grammar_trigger: str = ""
 
     @property
     def greedy(self) -> bool:

@@ -14,6 +14,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from core.engine.constrained import LazyGrammar
 from core.engine.logprobs import SampledLogprob, sampled_logprob
 from core.engine.slots import Slot
 from core.engine.stop import StopMatcher
@@ -95,6 +96,8 @@ class Choice:
         self.chain: llama_cpp.llama_sampler_p | None = chain
         # Checked after the chain picks a token (see core.engine.constrained).
         self.grammar = grammar
+        # A grammar waiting for its trigger: it becomes `grammar` once the trigger appears.
+        self.lazy: LazyGrammar | None = None
         self.job = job
         self.generated = 0
         self.pending: int | None = None  # sampled, not yet decoded into the KV cache
@@ -153,6 +156,9 @@ class Choice:
         if self.grammar is not None:
             llama_cpp.llama_sampler_free(self.grammar)
             self.grammar = None
+        if self.lazy is not None:
+            llama_cpp.llama_sampler_free(self.lazy.grammar)
+            self.lazy = None
 
 
 @dataclass(eq=False)

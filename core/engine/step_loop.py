@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from core.engine.admission import SlotTable
 from core.engine.batch_context import DECODE_NO_KV_SLOT, BatchContext
-from core.engine.constrained import Candidates, sample_constrained
+from core.engine.constrained import Candidates, LazyGrammar, sample_constrained
 from core.engine.llama_backend import LlamaModel, LoadOptions
 from core.engine.prompt_cache import PromptCache
 from core.engine.samplers import new_chain
@@ -78,6 +78,11 @@ class StepLoop:
     @property
     def slots(self) -> int:
         return len(self._table.slots)
+
+    @property
+    def capacity(self) -> int:
+        """Requests it takes at once: running plus waiting."""
+        return self._limit
 
     @property
     def kv_cells(self) -> int:
@@ -287,9 +292,14 @@ class StepLoop:
                 )
                 choices.append(Choice(index, slot, chain, job))
                 if job.grammar:
-                    choices[-1].grammar = self._vocab.grammar_sampler(job.grammar)
-                    if choices[-1].grammar is None:
+                    grammar = self._vocab.grammar_sampler(job.grammar)
+                    if grammar is None:
                         raise RuntimeError("a grammar that compiled before no longer does")
+                    trigger = request.sampling.grammar_trigger
+                    if trigger:
+                        choices[-1].lazy = LazyGrammar(grammar, trigger.encode())
+                    else:
+                        choices[-1].grammar = grammar
         except BaseException:
             for choice in choices:
                 choice.free_chain()
@@ -320,6 +330,23 @@ class StepLoop:
                     else None
                 )
                 choice.accept(token, self._vocab, scored)
+                if choice.lazy is not None:  # still generating, its grammar not yet triggered
+                    self._watch(choice, choice.lazy, token)
+
+    def _watch(self, choice: Choice, lazy: LazyGrammar, token: int) -> None:
+        """Starts the choice's lazy grammar when the token completes its trigger (control
+        tokens count by their text, as llama.cpp's grammar reads them)."""
+        started = lazy.feed(self._vocab.piece(token, special=True))
+        if started is None:
+            return
+        choice.lazy = None
+        if lazy.wake(started, self._vocab, self._candidates):
+            choice.grammar = lazy.grammar
+            return
+        # The model wrote the trigger and then something no call starts with: the rest stays
+        # free, and the parser reads what it can (a call cut short is dropped).
+        log.debug("model %s: %r does not start a grammar; left unconstrained", self._name, started)
+        self._vocab.free_sampler(lazy.grammar)
 
     def _pick(self, choice: Choice, index: int) -> int | None:
         if choice.grammar is None:

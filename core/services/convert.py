@@ -224,6 +224,11 @@ def keep_alive_from_pb(request: Any) -> KeepAlive | Default:
     return value
 
 
+def context_size_from_pb(request: Any) -> int | None:
+    """A request's context_size (Ollama's num_ctx; the manager checks it); None when unset."""
+    return int(request.context_size) if request.HasField("context_size") else None
+
+
 def prompt_from_pb(request: inference_pb2.GenerateRequest) -> str | list[int]:
     if request.WhichOneof("prompt") == "token_ids":
         return list(request.token_ids.ids)

@@ -15,6 +15,7 @@ from core.engine.types import GenerationResult
 from core.inference import Inference, RequestOptions
 from core.services.convert import (
     chunk_fields,
+    context_size_from_pb,
     embed_inputs_from_pb,
     final_fields,
     keep_alive_from_pb,
@@ -102,6 +103,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             normalize=normalize,
             keep_alive=keep_alive_from_pb(request),
             truncate=request.truncate,
+            context_size=context_size_from_pb(request),
         )
         return inference_pb2.EmbedResponse(
             embeddings=[inference_pb2.Embedding(values=v) for v in vectors],
@@ -143,4 +145,5 @@ def _options(request: inference_pb2.GenerateRequest | inference_pb2.ChatRequest)
         session=request.session_id,
         keep_alive=keep_alive_from_pb(request),
         context_limit=request.context_limit if request.HasField("context_limit") else None,
+        context_size=context_size_from_pb(request),
     )

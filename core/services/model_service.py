@@ -18,6 +18,7 @@ from core.registry import ModelSpec, Registry, fingerprint
 from core.services.convert import (
     LOAD_STATES,
     compact_listing,
+    context_size_from_pb,
     keep_alive_from_pb,
     metadata_to_pb,
     progress_to_pb,
@@ -62,10 +63,11 @@ class ModelCatalog:
             model.stats.CopyFrom(stats_to_pb(stats))
             model.memory_bytes = self.manager.memory_bytes(spec.id)
             model.expires_unix = self.manager.expires_at(spec.id) or 0.0
-        sizing = self.factory.sizing(spec, header)
+        sizing = self.manager.sizing(spec, header)
         model.context_size = sizing.context_size
         model.slots = sizing.slots
         model.kv_cache_tokens = sizing.kv_cache_tokens
+        model.queue_size = self.factory.queue_size
         return model
 
     def header(self, spec: ModelSpec, with_arrays: bool) -> tuple[str, str]:
@@ -114,7 +116,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> AsyncIterator[models_pb2.LoadModelResponse]:
         spec = self._catalog.registry.get(request.model_id)
         keep_alive = keep_alive_from_pb(request)
-        async for event in self._catalog.manager.load(spec.id, keep_alive):
+        context_size = context_size_from_pb(request)
+        async for event in self._catalog.manager.load(spec.id, keep_alive, context_size):
             message = progress_to_pb(event)
             if event.stage == "ready":
                 message.model.CopyFrom(self._catalog.describe(spec, strict=True))

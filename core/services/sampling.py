@@ -13,22 +13,16 @@ from minerva.v1.limits import (
     MAX_CHOICES,
     MAX_STOP_CHARS,
     MAX_STOPS,
+    MAX_TOP_K,
     MAX_TOP_LOGPROBS,
+    MIN_TOP_K,
+    SAMPLING_RANGES,
+    Range,
 )
 
 from core.engine.grammar import check_constraint_size
 from core.engine.sampling import RANDOM_SEED_SENTINEL, Sampling
 from core.errors import InvalidRequest
-
-# (field, low, high, low inclusive): every optional float field of SamplingParams.
-_FLOAT_BOUNDS: tuple[tuple[str, float, float, bool], ...] = (
-    ("temperature", 0.0, 2.0, True),
-    ("top_p", 0.0, 1.0, True),
-    ("min_p", 0.0, 1.0, True),
-    ("repeat_penalty", 0.0, 10.0, False),
-    ("presence_penalty", -2.0, 2.0, True),
-    ("frequency_penalty", -2.0, 2.0, True),
-)
 
 
 def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
@@ -36,9 +30,9 @@ def sampling_from_pb(p: inference_pb2.SamplingParams | None) -> Sampling:
     if p is None:
         return Sampling()
     values: dict[str, Any] = {}
-    for name, low, high, low_inclusive in _FLOAT_BOUNDS:
+    for name, bounds in SAMPLING_RANGES.items():  # every optional float field
         if p.HasField(name):
-            values[name] = _checked_float(name, getattr(p, name), low, high, low_inclusive)
+            values[name] = _checked_float(name, getattr(p, name), bounds)
     if p.HasField("top_k"):
         values["top_k"] = _checked_top_k(p.top_k)
     if p.HasField("seed"):
@@ -64,21 +58,20 @@ def _float32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _checked_float(name: str, value: float, low: float, high: float, low_inclusive: bool) -> float:
-    above_low = value >= low if low_inclusive else value > low
-    if not (math.isfinite(value) and above_low and value <= high):
-        opening = "[" if low_inclusive else "("
+def _checked_float(name: str, value: float, bounds: Range) -> float:
+    if value not in bounds:
         raise InvalidRequest(
-            f"sampling.{name} must be a number in {opening}{low:g}, {high:g}], got {value}",
+            f"sampling.{name} must be a number in {bounds}, got {value}",
             param=f"sampling.{name}",
         )
     return _float32(value)
 
 
 def _checked_top_k(value: int) -> int:
-    if value < 0:
+    if not MIN_TOP_K <= value <= MAX_TOP_K:
         raise InvalidRequest(
-            f"sampling.top_k must be >= 0 (0 disables), got {value}", param="sampling.top_k"
+            f"sampling.top_k must be >= {MIN_TOP_K} (0 disables), got {value}",
+            param="sampling.top_k",
         )
     return value
 

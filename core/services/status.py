@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ STATUS_BY_ERROR: dict[type[errors.MinervaError], grpc.StatusCode] = {
     errors.InsufficientStorage: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelBusy: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -44,8 +46,10 @@ def status_for(exc: errors.MinervaError) -> grpc.StatusCode:
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     """Turn an exception escaping a handler into a status; unknown ones become a generic INTERNAL."""
     if isinstance(exc, errors.MinervaError):
-        if exc.param:
-            context.set_trailing_metadata(((PARAM_KEY, exc.param),))
+        trailing = [(PARAM_KEY, exc.param)] if exc.param else []
+        trailing += exc.facts.items()
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
         await context.abort(status_for(exc), exc.message)
     log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
@@ -67,7 +71,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+            # A stream written with context.write (grpc.health.v1 Watch, which client-side
+            # health checking calls) is a coroutine, not an async generator.
+            stream = handler.unary_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(stream) else _wrap_unary
+            return handler._replace(unary_stream=wrap(stream, method))
         return handler
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from minerva.v1 import inference_pb2, models_pb2
 
-from rest_bridge import ndjson
-from rest_bridge.app_keys import CLIENT, METRICS
+from rest_bridge import ndjson, ratelimit, routing
+from rest_bridge.app_keys import METRICS, SETTINGS
 from rest_bridge.body import parse_body
 from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import BadRequest
@@ -21,6 +21,7 @@ from rest_bridge.fields import get_bool, get_str
 from rest_bridge.ollama import requests as ask
 from rest_bridge.ollama import responses as shape
 from rest_bridge.ollama.errors import ollama_errors
+from rest_bridge.protocol import session_id
 from rest_bridge.tools import parse_tools
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     pb_request = inference_pb2.ChatRequest(
         model_id=model, messages=messages, sampling=sampling, tools=parse_tools(body)
     )
-    _set_common(pb_request, body, num_ctx)
-    client = request.app[CLIENT]
-    call = client.inference.Chat(pb_request, metadata=client.metadata)
-    return await _respond(request, call, Reply(name, chat=True), body, model)
+    _set_common(request, pb_request, body, num_ctx)
+    return await _respond(request, _chat(pb_request), Reply(name, chat=True), body, pb_request)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
@@ -125,20 +124,25 @@ async def generate(request: web.Request) -> web.StreamResponse:
     if not prompt:
         return await _load_or_unload(request, model, name, body, chat=False)
     sampling, num_ctx = ask.sampling(body)
-    client = request.app[CLIENT]
-    call: Any
+    reply = Reply(name, chat=False)
     if get_bool(body, "raw"):  # the prompt as written: no template, no system
         raw = inference_pb2.GenerateRequest(model_id=model, text=prompt, sampling=sampling)
-        _set_common(raw, body, num_ctx)
-        call = client.inference.Generate(raw, metadata=client.metadata)
-    else:
-        system = get_str(body, "system")
-        turns = [inference_pb2.ChatMessage(role="system", content=system)] if system else []
-        turns.append(inference_pb2.ChatMessage(role="user", content=prompt))
-        templated = inference_pb2.ChatRequest(model_id=model, messages=turns, sampling=sampling)
-        _set_common(templated, body, num_ctx)
-        call = client.inference.Chat(templated, metadata=client.metadata)
-    return await _respond(request, call, Reply(name, chat=False), body, model)
+        _set_common(request, raw, body, num_ctx)
+        return await _respond(request, _generate(raw), reply, body, raw)
+    system = get_str(body, "system")
+    turns = [inference_pb2.ChatMessage(role="system", content=system)] if system else []
+    turns.append(inference_pb2.ChatMessage(role="user", content=prompt))
+    templated = inference_pb2.ChatRequest(model_id=model, messages=turns, sampling=sampling)
+    _set_common(request, templated, body, num_ctx)
+    return await _respond(request, _chat(templated), reply, body, templated)
+
+
+def _chat(pb_request: inference_pb2.ChatRequest) -> routing.Start:
+    return lambda core: core.inference.Chat(pb_request, metadata=core.metadata)
+
+
+def _generate(pb_request: inference_pb2.GenerateRequest) -> routing.Start:
+    return lambda core: core.inference.Generate(pb_request, metadata=core.metadata)
 
 
 def _refuse_generate_fields(body: dict[str, Any], name: str) -> None:
@@ -156,63 +160,77 @@ def _refuse_generate_fields(body: dict[str, Any], name: str) -> None:
     ask.refuse_images("the request", body)
 
 
-def _set_common(pb_request: Any, body: dict[str, Any], num_ctx: int | None) -> None:
-    keep = ask.keep_alive(body)
-    if keep is not None:
-        pb_request.keep_alive_seconds = keep
+def _set_common(
+    request: web.Request, pb_request: Any, body: dict[str, Any], num_ctx: int | None
+) -> None:
+    pb_request.keep_alive_seconds = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
     if num_ctx is not None:
-        pb_request.context_limit = num_ctx
+        pb_request.context_size = num_ctx
 
 
 async def _respond(
-    request: web.Request, call: Any, reply: Reply, body: dict[str, Any], model: str
+    request: web.Request,
+    start: routing.Start,
+    reply: Reply,
+    body: dict[str, Any],
+    pb_request: inference_pb2.ChatRequest | inference_pb2.GenerateRequest,
 ) -> web.StreamResponse:
-    """NDJSON unless `stream: false`; the call is cancelled however the handler ends."""
-    client = request.app[CLIENT]
+    """NDJSON unless `stream: false`, on the core the router picks for the model and the
+    conversation (the x-session-affinity header, else its opening), once that core has room
+    (admission); the call is cancelled however the handler ends."""
+    model = pb_request.model_id
+    key = routing.conversation(pb_request, session_id(request.headers))
     counters = request.app[METRICS]
+    gaps = counters.token_gaps(model)
 
     async def objects() -> AsyncGenerator[dict[str, Any], None]:
-        async with ollama_errors(client.address, reply.name):
+        async with ollama_errors(routing.target_label(request), reply.name):
             async for event in call:
+                gaps.saw(event)
                 if event.WhichOneof("event") == "chunk":
                     for item in reply.on_chunk(event.chunk):
                         yield item
                 else:
                     counters.observe_generation(model, event.final)
+                    usage = event.final.usage
+                    ratelimit.charge(request, usage.prompt_tokens + usage.completion_tokens)
                     for item in reply.on_final(event.final):
                         yield item
 
-    try:
-        if body.get("stream", True) is not False:
-            return await ndjson.stream_lines(request, objects())
-        return web.json_response(joined([o async for o in objects()], reply.chat))
-    finally:
-        call.cancel()
+    with routing.generation(request, model, key, start) as call:
+        try:
+            if body.get("stream", True) is not False:
+                return await ndjson.stream_lines(request, objects())
+            return web.json_response(joined([o async for o in objects()], reply.chat))
+        finally:
+            call.cancel()
 
 
 async def _load_or_unload(
     request: web.Request, model: str, name: str, body: dict[str, Any], *, chat: bool
 ) -> web.Response:
-    """An empty prompt loads the model (keep_alive 0: unloads it), as Ollama does."""
-    client = request.app[CLIENT]
-    keep = ask.keep_alive(body)
+    """An empty prompt loads the model on the core the router picks (keep_alive 0: unloads it
+    from every core that serves it), as Ollama does."""
+    keep = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
     reason = "unload" if keep == 0 else "load"
-    async with ollama_errors(client.address, name):
+    async with ollama_errors(routing.target_label(request), name):
         if keep == 0:
-            await client.models.UnloadModel(
-                models_pb2.UnloadModelRequest(model_id=model), metadata=client.metadata
-            )
+            for client in routing.serving(request, model):
+                await client.models.UnloadModel(
+                    models_pb2.UnloadModelRequest(model_id=model), metadata=client.metadata
+                )
         else:
-            await load(client, model, keep)
+            await load(routing.core_for(request, model), model, keep, ask.num_ctx(body))
     reply = Reply(name, chat).piece("")
     reply.update(done=True, done_reason=reason)
     return web.json_response(reply)
 
 
-async def load(client: CoreClient, model: str, keep: float | None) -> None:
-    load = models_pb2.LoadModelRequest(model_id=model)
-    if keep is not None:
-        load.keep_alive_seconds = keep
+async def load(client: CoreClient, model: str, keep: float, num_ctx: int | None) -> None:
+    """LoadModel, as Ollama loads on an empty prompt or input (with `options.num_ctx`)."""
+    load = models_pb2.LoadModelRequest(model_id=model, keep_alive_seconds=keep)
+    if num_ctx is not None:
+        load.context_size = num_ctx
     async for _ in client.models.LoadModel(load, metadata=client.metadata):
         pass
 

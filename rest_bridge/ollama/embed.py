@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 from minerva.v1 import inference_pb2
 
-from rest_bridge.app_keys import CLIENT, METRICS
+from rest_bridge import ratelimit, routing
+from rest_bridge.app_keys import METRICS, SETTINGS
 from rest_bridge.body import parse_body
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_str
@@ -40,12 +41,13 @@ async def _embed(
     model, name = ask.model_id(body)
     if body.get("dimensions") is not None:
         raise BadRequest("dimensions is not supported: vectors have the model's size", "dimensions")
-    keep = ask.keep_alive(body)
-    client = request.app[CLIENT]
+    keep = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
+    num_ctx = ask.num_ctx(body)
+    client = routing.core_for(request, model)
     started = time.perf_counter()
     async with ollama_errors(client.address, name):
         if not texts:
-            await load(client, model, keep)
+            await load(client, model, keep, num_ctx)
             return name, [], 0, time.perf_counter() - started
         pb_request = inference_pb2.EmbedRequest(
             model_id=model,
@@ -53,11 +55,13 @@ async def _embed(
             normalize=normalize,
             truncate=get_bool(body, "truncate") is not False,
         )
-        if keep is not None:
-            pb_request.keep_alive_seconds = keep
+        pb_request.keep_alive_seconds = keep
+        if num_ctx is not None:
+            pb_request.context_size = num_ctx
         reply = await client.inference.Embed(pb_request, metadata=client.metadata)
     tokens = reply.usage.prompt_tokens
     request.app[METRICS].observe_embedding(model, tokens)
+    ratelimit.charge(request, tokens)
     vectors = [list(v.values) for v in reply.embeddings]
     return name, vectors, tokens, time.perf_counter() - started
 

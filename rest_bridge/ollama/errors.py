@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from rest_bridge.errors import ApiError
+from rest_bridge.errors import ApiError, core_unavailable
 
 # The Ollama dialect's gRPC status -> HTTP table (Ollama answers 503 when it is busy).
 STATUS_TABLE: dict[grpc.StatusCode, int] = {
@@ -39,5 +39,5 @@ async def ollama_errors(address: str, model: str = "") -> AsyncIterator[None]:
         if error.code() == grpc.StatusCode.NOT_FOUND and model:
             message = f"model '{model}' not found"
         elif error.code() == grpc.StatusCode.UNAVAILABLE:
-            message = f"core unavailable at {address}: {message}"
+            message = core_unavailable(address, message)
         raise ApiError(status, message) from error

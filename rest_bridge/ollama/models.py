@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from minerva.v1 import models_pb2
 
-from rest_bridge.app_keys import CLIENT
+from rest_bridge import routing
 from rest_bridge.body import parse_body
 from rest_bridge.errors import ApiError
 from rest_bridge.fields import get_bool
@@ -30,11 +30,9 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def _listing(request: web.Request) -> list[models_pb2.Model]:
-    client = request.app[CLIENT]
-    async with ollama_errors(client.address):
-        reply = await client.models.ListModels(
-            models_pb2.ListModelsRequest(), metadata=client.metadata
-        )
+    """Every core's models, each once."""
+    async with ollama_errors(routing.target_label(request)):
+        reply = await routing.list_models(request)
     return list(reply.models)
 
 
@@ -51,7 +49,7 @@ async def ps(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     body = parse_body(await request.read())
     model, name = ask.model_id(body)
-    client = request.app[CLIENT]
+    client = routing.core_for(request, model)
     verbose = bool(get_bool(body, "verbose"))
     async with ollama_errors(client.address, name):
         reply = await client.models.GetModel(
@@ -81,4 +79,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/create", _not_done("create"))
     app.router.add_post("/api/copy", _not_done("copy"))
     app.router.add_delete("/api/delete", _not_done("delete"))
-    app.router.add_route("*", "/api/blobs/{digest}", _not_done("store blobs of"))
+    # Ollama's blob routes: HEAD (does the server have it) and POST (upload).
+    app.router.add_route("HEAD", "/api/blobs/{digest}", _not_done("store blobs of"))
+    app.router.add_post("/api/blobs/{digest}", _not_done("store blobs of"))

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from minerva.v1 import inference_pb2
+from minerva.v1.limits import MAX_TOP_K, MAX_TOP_LOGPROBS, MIN_TOP_K, SAMPLING_RANGES
 
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_str, type_name
@@ -21,15 +22,9 @@ log = logging.getLogger(__name__)
 # Ollama's tag convention: "name:latest" is the model "name" itself.
 LATEST = ":latest"
 UINT32_MAX = 2**32 - 1
-# Options honoured, by how they map onto SamplingParams.
-_NUMBERS = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "min_p": (0.0, 1.0),
-    "repeat_penalty": (0.0, 10.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
-}
+# Options honoured, by how they map onto SamplingParams: the contract's ranges, as (low, high)
+# for the OpenAPI documents (limits.SAMPLING_RANGES also says which low ends are open).
+NUMBER_OPTIONS = {key: (bounds.low, bounds.high) for key, bounds in SAMPLING_RANGES.items()}
 # Options that change how fast or where a model runs, never what it writes: accepted.
 NO_EFFECT_OPTIONS = frozenset(
     {
@@ -70,13 +65,14 @@ def model_id(body: dict[str, Any]) -> tuple[str, str]:
     return name.removesuffix(LATEST), name
 
 
-def keep_alive(body: dict[str, Any]) -> float | None:
-    """Seconds from a number or a Go duration ("5m", "1h30m", "-1"); None when absent."""
+def keep_alive(body: dict[str, Any], default: float) -> float:
+    """Seconds from a number or a Go duration ("5m", "1h30m", "-1"). Absent: `default`, as
+    Ollama resets every request's expiry to its default, not to the last request's choice."""
     value = body.get("keep_alive")
     if value is None:
-        return None
+        return default
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = _seconds(value)
     elif isinstance(value, str):
         seconds = parse_duration(value)
     else:
@@ -84,6 +80,13 @@ def keep_alive(body: dict[str, Any]) -> float | None:
     if not math.isfinite(seconds):
         raise BadRequest("keep_alive must be finite", "keep_alive")
     return seconds
+
+
+def _seconds(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float: refused as infinite
+        return math.inf
 
 
 def parse_duration(text: str) -> float:
@@ -100,26 +103,40 @@ def parse_duration(text: str) -> float:
     return sign * sum(float(number) * _UNITS[unit] for number, unit in parts)
 
 
-def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | None]:
-    """SamplingParams from `options`, `format` and `logprobs`, and the num_ctx asked for."""
+def _options(body: dict[str, Any]) -> dict[str, Any]:
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise BadRequest(f"options must be an object, got {type_name(options)}", "options")
+    return options
+
+
+def num_ctx(body: dict[str, Any]) -> int | None:
+    """`options.num_ctx`: the context size to load the model with (the core's context_size,
+    which clamps it to the model's trained context); None when absent."""
+    options = _options(body)
+    if options.get("num_ctx") is None:
+        return None
+    return _int(options, "num_ctx", 1, UINT32_MAX)
+
+
+def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | None]:
+    """SamplingParams from `options`, `format` and `logprobs`, and the num_ctx asked for."""
+    options = _options(body)
     params = inference_pb2.SamplingParams()
-    for key, (low, high) in _NUMBERS.items():
+    for key in SAMPLING_RANGES:
         if options.get(key) is not None:
-            setattr(params, key, _number(options, key, low, high))
+            setattr(params, key, _number(options, key))
     _integers(options, params)
     _check_fixed(options)
-    unknown = set(options) - set(_NUMBERS) - NO_EFFECT_OPTIONS - set(FIXED_OPTIONS) - _INTEGERS
+    known = {*NUMBER_OPTIONS, *NO_EFFECT_OPTIONS, *FIXED_OPTIONS, *_INTEGERS}
+    unknown = set(options) - known
     if unknown:
         log.debug("ollama: ignoring unknown options %s", ", ".join(sorted(unknown)))
     schema = response_schema(body)
     if schema:
         params.json_schema = schema
     _logprobs(body, params)
-    num_ctx = options.get("num_ctx")
-    return params, None if num_ctx is None else _int(options, "num_ctx", 1, UINT32_MAX)
+    return params, num_ctx(body)
 
 
 _INTEGERS = frozenset({"num_predict", "top_k", "seed", "stop", "num_ctx"})
@@ -133,7 +150,7 @@ def _integers(options: dict[str, Any], params: inference_pb2.SamplingParams) -> 
         if predict > 0:  # -1 (no limit) and -2 (fill the context) both run to the context's end
             params.max_tokens = predict
     if options.get("top_k") is not None:
-        params.top_k = _int(options, "top_k", 0, 2**31 - 1)
+        params.top_k = _int(options, "top_k", MIN_TOP_K, MAX_TOP_K)
     seed = options.get("seed")
     if seed is not None and seed != -1:  # Ollama's -1: a random seed
         params.seed = core_seed(_int(options, "seed", INT64_MIN, INT64_MAX))
@@ -155,10 +172,11 @@ def _check_fixed(options: dict[str, Any]) -> None:
             )
 
 
-def _number(options: dict[str, Any], key: str, low: float, high: float) -> float:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise BadRequest(f"options.{key} must be a number in [{low:g}, {high:g}]", f"options.{key}")
+def _number(options: dict[str, Any], key: str) -> float:
+    value, bounds = options[key], SAMPLING_RANGES[key]
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (is_number and bounds.admits_float32(value)):
+        raise BadRequest(f"options.{key} must be a number in {bounds}", f"options.{key}")
     return float(value)
 
 
@@ -191,8 +209,13 @@ def _logprobs(body: dict[str, Any], params: inference_pb2.SamplingParams) -> Non
     params.logprobs = True
     top = body.get("top_logprobs")
     if top is not None:
-        if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-            raise BadRequest("top_logprobs must be a non-negative integer", "top_logprobs")
+        if isinstance(top, float) and top.is_integer():
+            top = int(top)
+        # The contract's bound (the field is a uint32: a larger value cannot even be sent).
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise BadRequest(
+                f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}]", "top_logprobs"
+            )
         params.top_logprobs = top
 
 
@@ -225,9 +248,10 @@ def _message(index: int, message: Any) -> inference_pb2.ChatMessage:
     refuse_images(where, message)
     content = message.get("content")
     text = "" if content is None else message_content(where, role, content)
-    calls = [
-        _call(f"{where}.tool_calls[{j}]", c) for j, c in enumerate(message.get("tool_calls") or [])
-    ]
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise BadRequest(f"{where}.tool_calls must be an array", f"{where}.tool_calls")
+    calls = [_call(f"{where}.tool_calls[{j}]", c) for j, c in enumerate(raw_calls)]
     name = get_str(message, "tool_name", prefix=f"{where}.") or ""
     return inference_pb2.ChatMessage(role=role, content=text, name=name, tool_calls=calls)
 

@@ -59,7 +59,7 @@ def test_unavailable_names_the_core_address() -> None:
     error = errors.from_rpc_error(
         rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused"), ADDRESS, "prompt"
     )
-    assert error.message == f"core unavailable at {ADDRESS}: connection refused"
+    assert error.message == errors.CORE_UNAVAILABLE
 
 
 def test_message_is_the_core_details_unchanged() -> None:

@@ -39,6 +39,31 @@ def test_defaults() -> None:
     assert settings.max_body_bytes == 16 * 1024 * 1024
 
 
+@pytest.mark.parametrize(
+    "core", ["10.0.0.1:50051,10.0.0.2:50051", "dns:///minerva-core-headless:50051"]
+)
+def test_core_takes_a_list_or_a_grpc_target(core: str) -> None:
+    assert settings_for(["--core", core]).core_address == core
+
+
+@pytest.mark.parametrize("core", ["10.0.0.1:50051,10.0.0.2", ",", "core"])
+def test_a_malformed_core_list_stops_the_bridge(core: str) -> None:
+    with pytest.raises(ValueError, match=r"HOST:PORT|names no core"):
+        settings_for(["--core", core])
+
+
+@pytest.mark.parametrize(("argv", "seconds"), [([], 300.0), (["1h"], 3600.0), (["-1"], -1.0)])
+def test_ollama_keep_alive_default(argv: list[str], seconds: float) -> None:
+    flags = ["--ollama-keep-alive", *argv] if argv else []
+    assert settings_for(flags).ollama_keep_alive_s == seconds
+
+
+def test_a_bad_ollama_keep_alive_stops_the_bridge(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--ollama-keep-alive", "5 minutes"])
+    assert "--ollama-keep-alive" in capsys.readouterr().err
+
+
 def _key_file(tmp_path: Path, name: str, *lines: str) -> str:
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")

@@ -8,7 +8,8 @@ import grpc
 from aiohttp.test_utils import TestClient
 from grpc_health.v1 import health_pb2
 
-from tests.bridge.conftest import CORE_ADDRESS, MODEL_ID, FakeCore, MakeBridge, rpc_error
+from rest_bridge.errors import CORE_UNAVAILABLE
+from tests.bridge.conftest import MODEL_ID, FakeCore, MakeBridge, rpc_error
 
 
 async def test_list_models(bridge: TestClient) -> None:
@@ -45,7 +46,7 @@ async def test_models_while_core_down_is_503(bridge: TestClient, core: FakeCore)
     response = await bridge.get("/v1/models")
     assert response.status == 503
     message = (await response.json())["error"]["message"]
-    assert message == f"core unavailable at {CORE_ADDRESS}: connection refused"
+    assert message == CORE_UNAVAILABLE
 
 
 async def test_health_serving(bridge: TestClient) -> None:

@@ -13,6 +13,7 @@ from tests.bridge.conftest import (
     HANG,
     MODEL_ID,
     FakeCore,
+    MakeBridge,
     chunk,
     final,
     rpc_error,
@@ -112,9 +113,51 @@ async def test_chat_request_fields_reach_the_core(bridge: TestClient, core: Fake
     }
     assert (await bridge.post("/api/chat", json=body)).status == 200
     sent = core.inference.requests[0]
-    assert (sent.keep_alive_seconds, sent.context_limit, sent.sampling.max_tokens) == (600, 1024, 5)
+    assert (sent.keep_alive_seconds, sent.context_size, sent.sampling.max_tokens) == (600, 1024, 5)
+    assert not sent.HasField("context_limit")  # num_ctx loads the model; it caps nothing
     assert json.loads(sent.sampling.json_schema) == {"type": "object"}
     assert [t.name for t in sent.tools] == ["f"]
+
+
+async def test_a_request_without_keep_alive_sends_the_ollama_default(
+    make_bridge: MakeBridge, core: FakeCore
+) -> None:
+    """Ollama resets the expiry on every request; only the OpenAI routes leave it unset (the
+    core's "unset keeps the last setting")."""
+    bridge = await make_bridge(ollama_keep_alive_s=120.0)
+    chat = {"model": NAME, "messages": ASK, "stream": False}
+    assert (await bridge.post("/api/chat", json=chat)).status == 200
+    generate = {"model": NAME, "prompt": "Hi", "stream": False}
+    assert (await bridge.post("/api/generate", json=generate)).status == 200
+    assert (await bridge.post("/api/generate", json={**generate, "raw": True})).status == 200
+    assert (await bridge.post("/api/embed", json={"model": NAME, "input": "a"})).status == 200
+    sent = core.inference.requests
+    assert [r.keep_alive_seconds for r in sent if r.HasField("keep_alive_seconds")] == [120] * 4
+    assert (await bridge.post("/api/generate", json={"model": NAME})).status == 200
+    assert core.models.requests[-1].keep_alive_seconds == 120
+    openai = {"model": MODEL_ID, "messages": ASK}
+    assert (await bridge.post("/v1/chat/completions", json=openai)).status == 200
+    assert not core.inference.requests[-1].HasField("keep_alive_seconds")
+
+
+async def test_num_ctx_asks_the_core_to_load_with_that_context(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    options = {"options": {"num_ctx": 512}}
+    generate = {"model": NAME, "prompt": "Hi", "stream": False, **options}
+    assert (await bridge.post("/api/generate", json=generate)).status == 200
+    assert (await bridge.post("/api/generate", json={**generate, "raw": True})).status == 200
+    embed = {"model": NAME, "input": ["a"], **options}
+    assert (await bridge.post("/api/embed", json=embed)).status == 200
+    assert [r.context_size for r in core.inference.requests] == [512] * 3
+    assert (await bridge.post("/api/chat", json={"model": NAME, **options})).status == 200
+    assert (await bridge.post("/api/embed", json={"model": NAME, **options})).status == 200
+    loads = core.models.requests[-2:]
+    assert [(r.model_id, r.context_size) for r in loads] == [(MODEL_ID, 512)] * 2
+    assert (await bridge.post("/api/generate", json={"model": NAME, "prompt": "Hi"})).status == 200
+    assert not core.inference.requests[-1].HasField("context_size")
+    bad = await bridge.post("/api/embed", json={**embed, "options": {"num_ctx": 0}})
+    assert bad.status == 400 and "options.num_ctx" in (await bad.json())["error"]
 
 
 async def test_tool_calls_come_whole_with_object_arguments(

@@ -14,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from minerva.v1 import inference_pb2, inference_pb2_grpc
 
 from rest_bridge.app import create_app
+from rest_bridge.app_keys import ROUTER
+from rest_bridge.errors import CORE_UNAVAILABLE
 from rest_bridge.settings import Settings
 from tests.bridge.conftest import MODEL_ID, chunk, final, sse_events
 
@@ -169,7 +171,7 @@ async def test_core_down_is_503_and_the_bridge_recovers(bridge: TestClient, core
     down = await bridge.post(CHAT, json=chat("hello"), headers=AUTH)
     assert down.status == 503
     message = (await down.json())["error"]["message"]
-    assert message.startswith(f"core unavailable at 127.0.0.1:{core.port}")
+    assert message == CORE_UNAVAILABLE
     assert (await bridge.get("/health")).status == 503
     await core.start()
     await _wait_until_healthy(bridge)
@@ -186,7 +188,9 @@ async def _wait_until_healthy(bridge: TestClient, attempts: int = 100) -> None:
     pytest.fail("the bridge did not reconnect to the restarted core")
 
 
-async def test_health_reports_not_serving(aiohttp_client: Any) -> None:
+async def test_health_checking_keeps_calls_off_a_not_serving_core(aiohttp_client: Any) -> None:
+    """The channel's client-side health checking (healthCheckConfig) takes a NOT_SERVING core
+    out of rotation: calls fail UNAVAILABLE at once, and succeed again once it serves."""
     server = grpc.aio.server()
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -197,6 +201,40 @@ async def test_health_reports_not_serving(aiohttp_client: Any) -> None:
         client = await aiohttp_client(create_app(Settings(core_address=f"127.0.0.1:{port}")))
         response = await client.get("/health")
         assert response.status == 503
-        assert await response.json() == {"status": "unavailable", "core": "NOT_SERVING"}
+        assert await response.json() == {
+            "status": "unavailable",
+            "core": "UNAVAILABLE",
+            "message": "core unavailable",
+        }
+        core = client.app[ROUTER].cores[0].client
+        assert core.connectivity() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        for _ in range(50):
+            if (await client.get("/health")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert await (await client.get("/health")).json() == {"status": "ok", "core": "SERVING"}
     finally:
         await server.stop(grace=None)
+
+
+async def test_a_grpc_target_of_several_addresses_is_one_round_robin_channel(
+    aiohttp_client: Any,
+) -> None:
+    """A scheme target stays one channel (the bridge sees one core) and gRPC's round_robin,
+    from the bridge's service config, spreads the calls over every address it resolves to."""
+    cores = [Core(), Core()]
+    for server in cores:
+        await server.start()
+    try:
+        target = f"ipv4:127.0.0.1:{cores[0].port},127.0.0.1:{cores[1].port}"
+        client = await aiohttp_client(create_app(Settings(core_address=target)))
+        assert [core.address for core in client.app[ROUTER].cores] == [target]
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(8):
+            assert (await client.post(CHAT, json=body)).status == 200
+        calls = [len(server.inference.metadata) for server in cores]
+        assert sum(calls) == 8 and min(calls) >= 2, calls
+    finally:
+        for server in cores:
+            await server.stop()

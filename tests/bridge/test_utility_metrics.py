@@ -7,9 +7,22 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp.test_utils import TestClient
-from minerva.v1 import models_pb2
+from minerva.v1 import inference_pb2, models_pb2
+from prometheus_client import generate_latest
 
-from tests.bridge.conftest import MODEL_ID, FakeCore, MakeBridge, rpc_error, sample_model
+from rest_bridge.metrics import BridgeMetrics, TokenGaps
+from tests.bridge.conftest import (
+    MODEL_ID,
+    FakeCore,
+    MakeBridge,
+    chunk,
+    final,
+    interleaved,
+    rpc_error,
+    sample_model,
+)
+
+STOP = inference_pb2.FINISH_REASON_STOP
 
 
 async def post(bridge: TestClient, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -140,25 +153,88 @@ async def test_metrics_need_the_key_when_keys_are_set(make_bridge: MakeBridge) -
     assert (await bridge.get("/metrics", headers={"Authorization": "Bearer k1"})).status == 200
 
 
-def test_latency_histograms_use_the_cores_timings() -> None:
-    from minerva.v1 import inference_pb2
-    from prometheus_client import generate_latest
+ITL = "minerva_inter_token_latency_seconds"
 
-    from rest_bridge.metrics import BridgeMetrics
 
+def test_time_to_first_token_is_the_cores_and_no_gap_is_made_up() -> None:
     counters = BridgeMetrics()
-    final = inference_pb2.GenerationFinal(
-        usage=inference_pb2.Usage(prompt_tokens=5, completion_tokens=11),
-        timings=inference_pb2.Timings(time_to_first_token_ms=30.0, decode_ms=200.0),
-        choices=[inference_pb2.ChoiceEnd(index=0)],
+    counters.observe_generation(
+        "m",
+        inference_pb2.GenerationFinal(
+            usage=inference_pb2.Usage(prompt_tokens=5, completion_tokens=11),
+            timings=inference_pb2.Timings(time_to_first_token_ms=30.0, decode_ms=200.0),
+            choices=[inference_pb2.ChoiceEnd(index=0)],
+        ),
     )
-    counters.observe_generation("m", final)
     page = generate_latest(counters.registry).decode()
     assert metric(page, "minerva_time_to_first_token_seconds_sum", model="m") == 0.03
     assert metric(page, "minerva_time_to_first_token_seconds_count", model="m") == 1
-    # Ten tokens after the first, 20 ms each.
-    assert metric(page, "minerva_inter_token_latency_seconds_count", model="m") == 10
-    assert metric(page, "minerva_inter_token_latency_seconds_sum", model="m") == pytest.approx(0.2)
-    bucket = "minerva_inter_token_latency_seconds_bucket"
-    assert metric(page, bucket, le="0.01", model="m") == 0
-    assert metric(page, bucket, le="0.04", model="m") == 10
+    # The core's decode time is no measurement of each gap: nothing is observed from it.
+    assert f'{ITL}_count{{model="m"}}' not in page
+
+
+def test_token_gaps_are_measured_per_choice_as_tokens_arrive() -> None:
+    counters = BridgeMetrics()
+    arrivals = iter([0.0, 0.01, 0.02, 0.05, 0.06, 0.30])
+    gaps = TokenGaps(counters.inter_token_latency, "m", clock=lambda: next(arrivals))
+    events = [
+        *interleaved(["a", "b", "c"], ["x", "y"], ["z"]),  # 0: 3 tokens, 1: 2, 2: 1
+        chunk("!"),  # held-back text released at the end: no token, no gap
+        final(choices=[STOP, STOP, STOP]),
+    ]
+    for event in events:
+        response = inference_pb2.ChatResponse()
+        if isinstance(event, inference_pb2.GenerationChunk):
+            response.chunk.CopyFrom(event)
+        else:
+            response.final.CopyFrom(event)
+        gaps.saw(response)
+    page = generate_latest(counters.registry).decode()
+    # Arrivals: a 0.00, x 0.01, z 0.02, b 0.05, y 0.06, c 0.30 -> gaps a-b, b-c, x-y.
+    assert metric(page, f"{ITL}_count", model="m") == (3 - 1) + (2 - 1) + (1 - 1)
+    assert metric(page, f"{ITL}_sum", model="m") == pytest.approx(0.05 + 0.25 + 0.05)
+    assert metric(page, f"{ITL}_bucket", le="0.04", model="m") == 0
+    assert metric(page, f"{ITL}_bucket", le="0.08", model="m") == 2
+    assert metric(page, f"{ITL}_bucket", le="0.32", model="m") == 3
+
+
+def test_a_model_that_never_gave_two_tokens_has_no_latency_series() -> None:
+    counters = BridgeMetrics()
+    gaps = counters.token_gaps("no-such-model")
+    gaps.saw(inference_pb2.ChatResponse(chunk=chunk("a", 1)))
+    assert "no-such-model" not in generate_latest(counters.registry).decode()
+
+
+TWO_CHOICES = [*interleaved(["a", "b", "c"], ["x", "y"]), final(choices=[STOP, STOP])]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "script", "gaps"),
+    [
+        ("/v1/chat/completions", {"n": 2}, TWO_CHOICES, 3),
+        ("/v1/chat/completions", {"n": 2, "stream": True}, TWO_CHOICES, 3),
+        ("/v1/completions", {"prompt": "Hi", "stream": True}, None, 1),
+        ("/v1/completions", {"prompt": "Hi"}, None, 1),
+        ("/api/chat", {"stream": True}, None, 1),
+        ("/api/generate", {"prompt": "Hi", "stream": False}, None, 1),
+    ],
+)
+async def test_each_answer_observes_one_latency_per_gap(
+    bridge: TestClient,
+    core: FakeCore,
+    path: str,
+    body: dict[str, Any],
+    script: list[Any] | None,
+    gaps: int,
+) -> None:
+    if script is not None:
+        core.inference.script = script
+    messages = [{"role": "user", "content": "Hi"}]
+    request = {"model": MODEL_ID, **({} if "prompt" in body else {"messages": messages}), **body}
+    for _ in range(2):
+        response = await bridge.post(path, json=request)
+        assert response.status == 200, await response.text()
+        await response.read()
+    page = await (await bridge.get("/metrics")).text()
+    assert metric(page, f"{ITL}_count", model=MODEL_ID) == 2 * gaps
+    assert metric(page, f"{ITL}_sum", model=MODEL_ID) >= 0

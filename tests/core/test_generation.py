@@ -9,6 +9,7 @@ import pytest
 from minerva.v1 import inference_pb2 as pb
 
 from core.engine.base import Engine
+from core.engine.tokenizer import Tokenizer
 from tests.conftest import DEFAULT_MODEL_ID
 from tests.core.conftest import Client
 
@@ -211,7 +212,19 @@ async def test_cancel_stops_the_token_loop_and_frees_the_model(client: Client) -
     assert final.timings.queue_ms < 1000
 
 
-async def test_queue_overflow_is_resource_exhausted_at_once(client: Client) -> None:
+async def test_queue_overflow_is_resource_exhausted_at_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenized: list[str] = []
+    real_tokenize = Tokenizer.tokenize
+
+    async def counted(
+        self: Tokenizer, text: str, add_special: bool, parse_special: bool
+    ) -> list[int]:
+        tokenized.append(text)
+        return await real_tokenize(self, text, add_special, parse_special)
+
+    monkeypatch.setattr(Tokenizer, "tokenize", counted)
     request = pb.GenerateRequest(
         model_id=DEFAULT_MODEL_ID,
         text="Tell me everything about the sea.",
@@ -228,6 +241,8 @@ async def test_queue_overflow_is_resource_exhausted_at_once(client: Client) -> N
     assert len(served) == 12 and len(refused) == 3
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
     assert all(final.usage.completion_tokens == 60 for _, final in served)
+    # Refused before any work on their prompts: a place is reserved before tokenizing.
+    assert len(tokenized) == 12
 
 
 @pytest.mark.parametrize(
@@ -253,7 +268,8 @@ async def test_penalties_change_the_output_and_never_fail(
 
 
 async def test_context_limit_caps_one_request(client: Client) -> None:
-    """Ollama's num_ctx: prompt + generated tokens within the limit, beyond the model's a 400."""
+    """Prompt + generated tokens within the limit; beyond the loaded context a 400 (Ollama's
+    num_ctx is context_size instead: tests/core/test_context_size.py)."""
     sampling = pb.SamplingParams(temperature=0.0, max_tokens=200)
     tokens = pb.TokenIds(ids=list(range(100, 110)))
     request = pb.GenerateRequest(

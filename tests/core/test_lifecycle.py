@@ -66,9 +66,11 @@ async def test_concurrent_first_requests_load_once(
     loads: list[str] = []
     original = type(factory).load
 
-    async def counting(self: object, spec: object, header: object, progress: object) -> object:
+    async def counting(
+        self: object, spec: object, header: object, progress: object, requested: object = None
+    ) -> object:
         loads.append(spec.id)  # type: ignore[attr-defined]
-        return await original(factory, spec, header, progress)  # type: ignore[arg-type]
+        return await original(factory, spec, header, progress, requested)  # type: ignore[arg-type]
 
     monkeypatch.setattr(type(factory), "load", counting)
     finals = await asyncio.gather(*(generate(two_models, DEFAULT_MODEL_ID) for _ in range(3)))

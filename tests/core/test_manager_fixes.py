@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from core.engine_factory import EngineFactory, Sizing
 from core.errors import InvalidModelFile, ModelLoadError, Overloaded
 from core.manager import ModelManager
 from core.registry import ModelSpec, Registry
@@ -18,6 +19,8 @@ from core.settings import Settings
 from tests.unit.conftest import write_tiny_gguf
 
 MB = 2**20
+# The fake models' configured and trained context sizes.
+CONFIGURED, TRAINED = 2048, 8192
 
 
 class FakeEngine:
@@ -64,11 +67,28 @@ class FakeFactory:
     def cancel_imports(self) -> None:
         pass
 
-    def estimate_bytes(self, spec: ModelSpec, header: object) -> int:
-        return self.estimate
+    def context_size(self, spec: ModelSpec, header: object, requested: int | None = None) -> int:
+        return min(requested, TRAINED) if requested else CONFIGURED
 
-    async def load(self, spec: ModelSpec, header: object, progress: object) -> FakeEngine:
-        self.log.append(f"load {spec.id}")
+    def requested_context(
+        self, spec: ModelSpec, header: object, requested: int, budget_bytes: int
+    ) -> int:
+        # The real rules (clamp, budget) over this fake's sizes.
+        check = EngineFactory.requested_context
+        return check(self, spec, header, requested, budget_bytes)  # type: ignore[arg-type]
+
+    def sizing(self, spec: ModelSpec, header: object, requested: int | None = None) -> Sizing:
+        context = self.context_size(spec, header, requested)
+        return Sizing(context, 1, context)
+
+    def estimate_bytes(self, spec: ModelSpec, header: object, requested: int | None = None) -> int:
+        return self.estimate * self.context_size(spec, header, requested) // CONFIGURED
+
+    async def load(
+        self, spec: ModelSpec, header: object, progress: object, requested: int | None = None
+    ) -> FakeEngine:
+        context = self.context_size(spec, header, requested)
+        self.log.append(f"load {spec.id}" + ("" if context == CONFIGURED else f" {context}"))
         await asyncio.sleep(0)  # a real load yields to the loop while its thread works
         if self.error is not None:
             raise self.error
@@ -95,8 +115,8 @@ def make_manager(models_dir: Path, factory: FakeFactory, budget: int = 10 * MB) 
     return ModelManager(registry, factory, memory_budget_bytes=budget, idle_ttl_s=0)  # type: ignore[arg-type]
 
 
-async def lease_once(manager: ModelManager, model_id: str) -> None:
-    async with manager.lease(model_id):
+async def lease_once(manager: ModelManager, model_id: str, context_size: int | None = None) -> None:
+    async with manager.lease(model_id, context_size=context_size):
         pass
 
 

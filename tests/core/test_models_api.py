@@ -121,6 +121,16 @@ async def test_health_server_wide_and_unknown_service(client: Client) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_health_watch_streams_the_status(client: Client) -> None:
+    """Watch is what gRPC's client-side health checking calls (the bridge's channels use it):
+    it streams the current status, through the core's interceptors."""
+    health = health_pb2_grpc.HealthStub(client.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await watch.read()
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
 async def test_reflection_lists_and_describes_services(client: Client) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
 

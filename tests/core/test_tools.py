@@ -12,6 +12,8 @@ import pytest
 import pytest_asyncio
 from minerva.v1 import inference_pb2 as pb
 
+from core.engine.llama_engine import LlamaEngine
+from core.engine.types import GenerationRequest
 from core.server import start
 from core.settings import ModelOptions
 from tests import tool_templates
@@ -294,6 +296,29 @@ async def test_a_native_template_describes_the_tools_and_its_syntax_is_parsed(
     assert got.content == ""
     assert weather_arguments(got.only()[0])["city"] == "Paris"
     assert got.final.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+
+
+@pytest.mark.parametrize(
+    ("mode", "trigger"),
+    [(pb.TOOL_CHOICE_MODE_AUTO, "<tool_call>"), (pb.TOOL_CHOICE_MODE_REQUIRED, "")],
+)
+async def test_hermes_auto_waits_for_the_opener_and_required_does_not(
+    hermes: Client, monkeypatch: pytest.MonkeyPatch, mode: int, trigger: str
+) -> None:
+    # What the engine is asked for; that it then follows the grammar only from the trigger on
+    # is tests/core/test_lazy_grammar.py's (this model rarely writes "<tool_call>" after text).
+    seen: list[GenerationRequest] = []
+    generate = LlamaEngine.generate
+
+    def spy(engine: LlamaEngine, request: GenerationRequest) -> object:
+        seen.append(request)
+        return generate(engine, request)
+
+    monkeypatch.setattr(LlamaEngine, "generate", spy)
+    await answer(hermes.inference.Chat(chat(model=HERMES_ID, mode=mode, max_tokens=4)))
+    [request] = seen
+    assert request.sampling.grammar_trigger == trigger
+    assert request.sampling.grammar.endswith("root ::= mv-calls")
 
 
 async def test_the_model_keeps_serving_after_tool_errors(client: Client) -> None:

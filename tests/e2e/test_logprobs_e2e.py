@@ -54,3 +54,34 @@ def test_completion_logprobs_are_parallel_lists_of_the_text(own_client: openai.O
     ):
         # Greedy: the chosen token is one of the two most likely, and the likeliest.
         assert len(rivals) == 2 and rivals[text] == chosen == max(rivals.values())
+
+
+def test_streamed_chat_logprobs_come_with_each_piece_of_text(own_client: openai.OpenAI) -> None:
+    stream = own_client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name three colors."}],
+        logprobs=True,
+        top_logprobs=2,
+        temperature=0,
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+    pieces = [
+        chunk.choices[0] for chunk in chunks if chunk.choices and chunk.choices[0].delta.content
+    ]
+    assert pieces
+    tokens = 0
+    for piece in pieces:
+        assert piece.logprobs is not None and piece.logprobs.content, piece
+        entries = piece.logprobs.content
+        assert "".join(entry.token for entry in entries) == piece.delta.content
+        for entry in entries:
+            rivals = [top.logprob for top in entry.top_logprobs]
+            assert len(rivals) == 2 and rivals == sorted(rivals, reverse=True)
+            assert entry.token == entry.top_logprobs[0].token  # greedy
+        tokens += len(entries)
+    assert tokens == usage.completion_tokens

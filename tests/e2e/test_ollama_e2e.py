@@ -173,6 +173,34 @@ def test_ps_and_keep_alive_zero_unloads(client: ollama.Client) -> None:
     assert client.ps().models == []
 
 
+def test_a_request_without_keep_alive_gets_ollamas_default(client: ollama.Client) -> None:
+    client.generate(model=NAME, prompt="Hi", options={"num_predict": 1}, keep_alive=-1)
+    [forever] = client.ps().models
+    assert forever.expires_at is not None
+    assert forever.expires_at.timestamp() > time.time() + 365 * 86400
+    client.generate(model=NAME, prompt="Hi", options={"num_predict": 1})  # no keep_alive
+    [reset] = client.ps().models
+    assert reset.expires_at is not None
+    assert reset.expires_at.timestamp() == pytest.approx(time.time() + 300, abs=15)
+
+
+def test_num_ctx_loads_the_model_with_that_context(client: ollama.Client) -> None:
+    client.generate(model=NAME, prompt="Hi", options={"num_predict": 1, "num_ctx": 1024})
+    [running] = client.ps().models
+    assert running.context_length == 1024
+    # A prompt longer than 1024 tokens fits once a request asks for a larger context.
+    long_prompt = "one two three four " * 400
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.generate(model=NAME, prompt=long_prompt, options={"num_predict": 1}, raw=True)
+    assert caught.value.status_code == 400
+    reply = client.generate(
+        model=NAME, prompt=long_prompt, options={"num_predict": 1, "num_ctx": 2048}, raw=True
+    )
+    assert reply.done and (reply.prompt_eval_count or 0) > 1024
+    [reloaded] = client.ps().models
+    assert reloaded.context_length == 2048
+
+
 def test_unknown_model_is_404(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat(model="no-such-model", messages=ASK)

@@ -54,11 +54,21 @@ def test_compact_model_list(stack: Stack) -> None:
     assert line.startswith(f"{MODEL}|Q4_1|") and line.endswith("|272|30|49152")
 
 
+def _gaps_seen(stack: Stack) -> float:
+    """The inter-token latency histogram's count for the model (0 before any)."""
+    prefix = f'minerva_inter_token_latency_seconds_count{{model="{MODEL}"}} '
+    found = [line for line in text_of(stack, "/metrics")[1].splitlines() if line.startswith(prefix)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
 def test_metrics_show_traffic_and_the_cores_model(stack: Stack, client: openai.OpenAI) -> None:
+    gaps_before = _gaps_seen(stack)
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert reply.usage is not None
+    # One gap between each two of the answer's tokens, as the bridge received them.
+    assert _gaps_seen(stack) - gaps_before == reply.usage.completion_tokens - 1
     kind, page = text_of(stack, "/metrics")
     assert kind.startswith("text/plain")
     lines = page.splitlines()

@@ -25,6 +25,18 @@ def test_sizing_defaults_follow_the_context(default_model_path: Path) -> None:
     assert pinned == Sizing(2048, 2, 2048)  # the pool holds at least one whole sequence
 
 
+def test_a_requested_context_is_clamped_to_the_trained_one(default_model_path: Path) -> None:
+    header = read_gguf(default_model_path)  # SmolLM2 was trained on 8192 tokens
+    factory = EngineFactory(default_context_size=2048, queue_size=4)
+    configured = spec(default_model_path, context_size=1024)
+    assert factory.context_size(configured, header) == 1024
+    assert factory.context_size(configured, header, 4096) == 4096  # the request wins
+    assert factory.context_size(configured, header, 10**6) == 8192
+    assert factory.sizing(configured, header, 512) == Sizing(512, 8, 2048)
+    small, large = (factory.estimate_bytes(configured, header, n) for n in (512, 4096))
+    assert large - small == 2 * 30 * (4 * 4096 - 4 * 512) * 3 * (64 + 64)  # the KV pool grows
+
+
 def test_estimate_counts_weights_every_slots_kv_and_the_prompt_cache(
     default_model_path: Path, extra_model_path: Path
 ) -> None:

@@ -31,17 +31,20 @@ from rest_bridge.seed import core_seed
     ],
 )
 def test_keep_alive_numbers_and_go_durations(value: Any, seconds: float) -> None:
-    assert ask.keep_alive({"keep_alive": value}) == pytest.approx(seconds)
+    assert ask.keep_alive({"keep_alive": value}, 300.0) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("value", ["5 minutes", "m", "5x", "", True, [1]])
 def test_bad_keep_alive_is_400(value: Any) -> None:
     with pytest.raises(BadRequest):
-        ask.keep_alive({"keep_alive": value})
+        ask.keep_alive({"keep_alive": value}, 300.0)
 
 
-def test_absent_keep_alive_says_nothing() -> None:
-    assert ask.keep_alive({}) is None
+@pytest.mark.parametrize("body", [{}, {"keep_alive": None}])
+def test_absent_keep_alive_is_the_default_not_the_last_setting(body: dict[str, Any]) -> None:
+    # Ollama resets the expiry on every request: to its keep_alive, else to the default.
+    assert ask.keep_alive(body, 300.0) == 300.0
+    assert ask.keep_alive(body, -1.0) == -1.0
 
 
 def test_options_map_onto_sampling() -> None:
@@ -73,6 +76,22 @@ def test_options_map_onto_sampling() -> None:
     assert params.temperature == pytest.approx(0.2) and params.min_p == pytest.approx(0.1)
     assert json.loads(params.json_schema) == {"type": "object"}
     assert (params.logprobs, params.top_logprobs) == (True, 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "size"),
+    [({}, None), ({"options": {}}, None), ({"options": {"num_ctx": 8192.0}}, 8192)],
+)
+def test_num_ctx_is_read_without_sampling(body: dict[str, Any], size: int | None) -> None:
+    # /api/embed and the empty-prompt loads read num_ctx alone (the model loads with it).
+    assert ask.num_ctx(body) == size
+
+
+@pytest.mark.parametrize("value", [0, -1, 2**32, "8k", True, 1.5])
+def test_bad_num_ctx_is_400(value: Any) -> None:
+    with pytest.raises(BadRequest) as caught:
+        ask.num_ctx({"options": {"num_ctx": value}})
+    assert caught.value.param == "options.num_ctx"
 
 
 @pytest.mark.parametrize("predict", [-1, -2])

@@ -1,9 +1,12 @@
 """The GBNF grammar that makes a model's tool calls well-formed and true to their schemas.
 
 Calls are written exactly as the syntax's opener and the JSON below show, so the parser can
-recognise them; each call's arguments follow its tool's parameters schema. With tool_choice
-AUTO the answer is either calls or text, decided by its first characters (text may not start
-with the opener's first character); REQUIRED and a named function allow calls only.
+recognise them; each call's arguments follow its tool's parameters schema. REQUIRED and a named
+function allow calls only. With tool_choice AUTO, where calls may follow text (Hermes, Mistral),
+the grammar is the calls alone and waits for their opener (lazy_trigger(), as llama.cpp's lazy
+grammars); where calls can only open the answer (generic JSON, Llama 3.x) the answer is calls or
+text, decided by its first characters (text may not start with the opener's first character),
+and with a response schema, calls or that schema.
 """
 
 from __future__ import annotations
@@ -45,13 +48,23 @@ def tool_grammar(
     rules.append(f"mv-call ::= {' | '.join(calls)}")
     several = request.parallel and mode is not ToolChoiceMode.FUNCTION
     rules.append(f"mv-calls ::= {_calls_rule(syntax, several)}")
-    if mode is ToolChoiceMode.AUTO:
+    if mode is ToolChoiceMode.AUTO and not lazy_trigger(syntax, request, json_schema):
         rules.append(f"root ::= mv-calls | {_answer_rule(spec.opener, json_schema, rules)}")
     else:
         rules.append("root ::= mv-calls")
     grammar = "\n".join(rules)
     check_grammar(grammar, _FIELD)
     return grammar
+
+
+def lazy_trigger(syntax: ToolSyntax, request: ToolRequest, json_schema: str) -> str:
+    """The text that starts tool_grammar()'s grammar, "" when it rules from the first token:
+    with AUTO and a syntax whose calls may follow text, the calls' opener (the answer is free
+    until the model writes it). A response schema keeps the grammar from the start: the text
+    must follow it too."""
+    spec = SPECS[syntax]
+    lazy = request.choice.mode is ToolChoiceMode.AUTO and spec.anywhere and not json_schema
+    return spec.opener if lazy else ""
 
 
 def _check_running_size(rules: list[str]) -> None:
@@ -82,7 +95,10 @@ def _calls_rule(syntax: ToolSyntax, several: bool) -> str:
 
 
 def _answer_rule(opener: str, json_schema: str, rules: list[str]) -> str:
-    """A text answer: not starting with the calls' opener character; or the response schema."""
+    """A text answer: not starting with the calls' opener character; or the response schema.
+    (Text that only may not begin with the whole opener was tried: SmolLM2, shown a call in
+    the conversation, began `{"tool_response": {"name": "get_weather", ...` and was let drift
+    into prose where this rule holds it to the call.)"""
     if json_schema:
         schema = parse_schema(json_schema, "sampling.json_schema")
         rules.append(schema_rules(schema, "r-", "sampling.json_schema"))

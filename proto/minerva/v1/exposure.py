@@ -7,6 +7,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from minerva.v1.ratelimit import RateLimit, RateLimitSyntaxError, parse_limit
+
 ALLOW_FLAG = "--allow-unauthenticated"
 
 
@@ -43,18 +45,37 @@ def check_exposure(what: str, hosts: Iterable[str], has_keys: bool, allowed: boo
             )
 
 
-def read_key_file(path: Path) -> tuple[str, ...]:
-    """Keys one per line; blank lines and `#` comments skipped."""
+def _key_lines(path: Path) -> list[list[str]]:
+    """A key file's lines split into words (the key, then optional rate limits)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ExposureError(f"cannot read key file {path}: {exc}") from exc
-    keys = tuple(
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    )
-    if not keys:
+    lines = [line.split() for line in text.splitlines() if not line.lstrip().startswith("#")]
+    lines = [words for words in lines if words]
+    if not lines:
         raise ExposureError(f"key file {path} holds no key")
-    return keys
+    return lines
+
+
+def read_key_file(path: Path) -> tuple[str, ...]:
+    """Keys one per line (each may be followed by `rpm=N tpm=N`); blank lines and `#` comments
+    skipped."""
+    return tuple(words[0] for words in _key_lines(path))
+
+
+def key_file_limits(files: Iterable[Path], default: RateLimit) -> dict[str, RateLimit]:
+    """Each key that its line gives limits for -> `default` with those limits applied."""
+    limits: dict[str, RateLimit] = {}
+    for path in files:
+        for number, words in enumerate(_key_lines(path), start=1):
+            if len(words) > 1:
+                where = f"key file {path} line {number}"
+                try:
+                    limits[words[0]] = parse_limit(words[1:], default, where)
+                except RateLimitSyntaxError as exc:
+                    raise ExposureError(str(exc)) from exc
+    return limits
 
 
 def keys_from(files: Iterable[Path], env: Mapping[str, str], variable: str) -> tuple[str, ...]:
