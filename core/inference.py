@@ -42,6 +42,8 @@ class RequestOptions:
     context_limit: int | None = None
     # Serve with the model loaded with this context size (Ollama's num_ctx); None: as loaded.
     context_size: int | None = None
+    # Compute with this many CPU threads from now on (Ollama's num_thread); None: as now.
+    threads: int | None = None
 
 
 DEFAULT_OPTIONS = RequestOptions()
@@ -82,9 +84,11 @@ class Inference:
         _check_session(options.session)
         if not prompt:
             raise InvalidRequest("prompt must not be empty", param="prompt")
-        async with self._manager.lease(
-            model_id, options.keep_alive, options.context_size
-        ) as engine, _reserved(engine):
+        async with (
+            self._manager.lease(model_id, options.keep_alive, options.context_size) as engine,
+            _reserved(engine),
+        ):
+            _apply_threads(engine, options.threads)
             if isinstance(prompt, str):
                 tokens = await engine.tokenizer.tokenize(prompt, add_special, parse_special=False)
             else:
@@ -108,9 +112,11 @@ class Inference:
         validate_messages(messages)
         functions = _checked_tools(tools, sampling)
         _check_session(options.session)
-        async with self._manager.lease(
-            model_id, options.keep_alive, options.context_size
-        ) as engine, _reserved(engine):
+        async with (
+            self._manager.lease(model_id, options.keep_alive, options.context_size) as engine,
+            _reserved(engine),
+        ):
+            _apply_threads(engine, options.threads)
             plan = await self._plan(model_id, engine, messages, tools, functions, sampling)
             if plan.grammar:
                 sampling = replace(
@@ -244,9 +250,11 @@ class Inference:
         keep_alive: KeepAlive | Default = UNCHANGED,
         truncate: bool = False,
         context_size: int | None = None,
+        threads: int | None = None,
     ) -> tuple[list[list[float]], int]:
         """One vector per input, and the number of input tokens; with `truncate`, inputs too
-        long for the model are cut to what it embeds at once (`context_size`: as generate's)."""
+        long for the model are cut to what it embeds at once (`context_size`, `threads`: as
+        generate's)."""
         self._registry.get(model_id)
         if not inputs:
             raise InvalidRequest("inputs must not be empty", param="inputs")
@@ -255,6 +263,7 @@ class Inference:
                 f"{len(inputs)} inputs; at most {MAX_EMBED_INPUTS} per request", param="inputs"
             )
         async with self._manager.lease(model_id, keep_alive, context_size) as engine:
+            _apply_threads(engine, threads)
             token_lists = []
             for item in inputs:
                 if isinstance(item, str):
@@ -339,6 +348,13 @@ def _checked_tools(tools: ToolRequest, sampling: Sampling) -> list[dict[str, Any
             param="sampling.grammar",
         )
     return functions
+
+
+def _apply_threads(engine: Engine, threads: int | None) -> None:
+    """From this request on the model computes with `threads` CPU threads (Ollama's runner
+    keeps num_thread for every request); the engine clamps it to its configured count."""
+    if threads is not None:
+        engine.set_threads(threads)
 
 
 def _check_session(session: str) -> None:

@@ -128,6 +128,17 @@ class ModelManager:
         slot = self._slots.get(model_id)
         return slot.engine.stats() if slot is not None and slot.engine is not None else None
 
+    def threads(self, model_id: str) -> int | None:
+        """CPU threads the loaded engine computes with; None when the model is not loaded."""
+        slot = self._slots.get(model_id)
+        return slot.engine.threads if slot is not None and slot.engine is not None else None
+
+    def set_threads(self, model_id: str, threads: int) -> None:
+        """Have the loaded engine compute with `threads` (clamped); nothing when not loaded."""
+        slot = self._slots.get(model_id)
+        if slot is not None and slot.engine is not None:
+            slot.engine.set_threads(threads)
+
     def state(self, model_id: str) -> tuple[str, str]:
         """(load state, last error) without loading anything."""
         slot = self._slots.get(model_id)

@@ -21,7 +21,7 @@ from rest_bridge import (
     utility,
 )
 from rest_bridge.admission import Admission, refresher
-from rest_bridge.app_keys import ADMISSION, CLIENT, DRAIN, METRICS, ROUTER, SETTINGS
+from rest_bridge.app_keys import ADMISSION, DRAIN, METRICS, ROUTER, SETTINGS
 from rest_bridge.auth import auth_middleware
 from rest_bridge.core_client import CoreClient
 from rest_bridge.drain import Drain
@@ -79,7 +79,6 @@ def create_app(
 
 def _use_cores(app: web.Application, clients: list[CoreClient]) -> None:
     app[ROUTER] = Router(clients, app[ADMISSION])
-    app[CLIENT] = clients[0]  # what still asks one core (the metrics' model gauges)
 
 
 async def _core_channels(app: web.Application) -> AsyncIterator[None]:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rest_bridge.core_client import CoreClient
 from rest_bridge.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from rest_bridge.routing import Router
 
 SETTINGS = web.AppKey("settings", Settings)
-CLIENT = web.AppKey("core_client", CoreClient)
 METRICS: web.AppKey[BridgeMetrics] = web.AppKey("metrics")
 DRAIN: web.AppKey[Drain] = web.AppKey("drain")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")

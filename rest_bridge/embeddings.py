@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from rest_bridge import ratelimit, routing, translate
@@ -13,9 +15,12 @@ from rest_bridge.protocol import embed_request
 
 async def create_embeddings(request: web.Request) -> web.Response:
     pb_request, encoding = embed_request(parse_body(await request.read()))
-    client = routing.core_for(request, pb_request.model_id)
-    async with translate_grpc_errors(client.address, input_name="input"):
-        response = await client.inference.Embed(pb_request, metadata=client.metadata)
+    response = await routing.unary(
+        request,
+        pb_request.model_id,
+        lambda core: core.inference.Embed(pb_request, metadata=core.metadata),
+        partial(translate_grpc_errors, input_name="input"),
+    )
     request.app[METRICS].observe_embedding(pb_request.model_id, response.usage.prompt_tokens)
     ratelimit.charge(request, response.usage.prompt_tokens)
     return web.json_response(translate.embedding_list(response, pb_request.model_id, encoding))

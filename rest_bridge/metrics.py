@@ -1,14 +1,16 @@
-"""GET /metrics in Prometheus text format: the bridge's own counters and the core's per model.
+"""GET /metrics in Prometheus text format: the bridge's own counters and each core's per model.
 
 The bridge counts requests by endpoint and status, and prompt and completion tokens by model;
 time to first token is the core's measurement, taken from each generation's final message;
 inter-token latency is the bridge's own: the gap between two tokens of one choice as they reach
-it from the core. The core's per-model gauges and totals (ModelStats) are read with ListModels
-at scrape time, so a scrape always shows the core as it is.
+it from the core. Every core's per-model gauges and totals (ModelStats) are read with ListModels
+at scrape time (all cores at once, each within SCRAPE_TIMEOUT_S), so a scrape always shows the
+cores as they are; each series is labelled with its core's address as given to --core.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rest_bridge.app_keys import CLIENT, METRICS
+from rest_bridge import routing
+from rest_bridge.app_keys import METRICS
+from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -33,21 +37,27 @@ _TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
 
 class CoreModels(Collector):
-    """The core's ModelStats from the last scrape's ListModels, as Prometheus families."""
+    """Each core's ModelStats from the last scrape's ListModels, as Prometheus families: core
+    address -> its models, or None when it did not answer."""
 
     def __init__(self) -> None:
-        self.models: Sequence[models_pb2.Model] = ()
-        self.up = False
+        self.cores: dict[str, Sequence[models_pb2.Model] | None] = {}
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "minerva_core_up", "1 when the bridge's last ListModels reached the core", int(self.up)
+        up = GaugeMetricFamily(
+            "minerva_core_up",
+            "1 when the bridge's last ListModels reached the core",
+            labels=["core"],
         )
+        for core, models in self.cores.items():
+            up.add_metric([core], int(models is not None))
+        yield up
+        labels = ["core", "model"]
         loaded = GaugeMetricFamily(
-            "minerva_core_model_loaded", "1 while the model is loaded", labels=["model"]
+            "minerva_core_model_loaded", "1 while the model is loaded", labels=labels
         )
         gauges = {
-            name: GaugeMetricFamily(f"minerva_core_{name}", text, labels=["model"])
+            name: GaugeMetricFamily(f"minerva_core_{name}", text, labels=labels)
             for name, text in (
                 ("queue_depth", "Requests waiting for a slot"),
                 ("active_sequences", "Sequences generating or reading their prompt"),
@@ -55,24 +65,30 @@ class CoreModels(Collector):
             )
         }
         totals = {
-            name: CounterMetricFamily(f"minerva_core_{name}", text, labels=["model"])
+            name: CounterMetricFamily(f"minerva_core_{name}", text, labels=labels)
             for name, text in (
                 ("prefill_tokens", "Prompt tokens evaluated since the model loaded"),
                 ("decode_tokens", "Tokens generated since the model loaded"),
                 ("prefix_cache_hit_tokens", "Prompt tokens reused from cached prefixes"),
             )
         }
-        for model in self.models:
-            loaded.add_metric([model.id], int(model.load_state == models_pb2.LOAD_STATE_LOADED))
+        for core, model in self._listed():
+            is_loaded = model.load_state == models_pb2.LOAD_STATE_LOADED
+            loaded.add_metric([core, model.id], int(is_loaded))
             if not model.HasField("stats"):
                 continue
             for name, gauge in gauges.items():
-                gauge.add_metric([model.id], getattr(model.stats, name))
+                gauge.add_metric([core, model.id], getattr(model.stats, name))
             for name, total in totals.items():
-                total.add_metric([model.id], getattr(model.stats, name))
+                total.add_metric([core, model.id], getattr(model.stats, name))
         yield loaded
         yield from gauges.values()
         yield from totals.values()
+
+    def _listed(self) -> Iterator[tuple[str, models_pb2.Model]]:
+        for core, models in self.cores.items():
+            for model in models or ():
+                yield core, model
 
 
 class BridgeMetrics:
@@ -190,19 +206,27 @@ def metrics_middleware(metrics: BridgeMetrics) -> Middleware:
 
 
 async def scrape(request: web.Request) -> web.Response:
-    metrics, client = request.app[METRICS], request.app[CLIENT]
+    metrics, clients = request.app[METRICS], routing.cores(request)
     started = time.perf_counter()
-    try:
-        listing = await client.models.ListModels(
-            models_pb2.ListModelsRequest(), metadata=client.metadata, timeout=SCRAPE_TIMEOUT_S
-        )
-        metrics.core.models, metrics.core.up = list(listing.models), True
-    except grpc.aio.AioRpcError as error:
-        log.debug("metrics: core unavailable: %s", error.code().name)
-        metrics.core.models, metrics.core.up = (), False
-    log.debug("metrics: core read in %.1f ms", (time.perf_counter() - started) * 1000)
+    listings = await asyncio.gather(*(_models_of(client) for client in clients))
+    metrics.core.cores = dict(zip((c.address for c in clients), listings, strict=True))
+    log.debug("metrics: cores read in %.1f ms", (time.perf_counter() - started) * 1000)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _models_of(client: CoreClient) -> list[models_pb2.Model] | None:
+    """One core's models, or None when it fails or takes longer than SCRAPE_TIMEOUT_S (a core
+    that is down costs a scrape that long at most, and the others are still shown)."""
+    try:
+        call = client.models.ListModels(
+            models_pb2.ListModelsRequest(), metadata=client.metadata, timeout=SCRAPE_TIMEOUT_S
+        )
+        listing = await asyncio.wait_for(call, SCRAPE_TIMEOUT_S)
+    except (grpc.aio.AioRpcError, TimeoutError) as error:
+        log.debug("metrics: core %s not read: %r", client.address, error)
+        return None
+    return list(listing.models)
 
 
 def setup(app: web.Application) -> None:

@@ -26,11 +26,13 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def retrieve_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
-    client = routing.core_for(request, model_id)
-    async with translate_grpc_errors(client.address):
-        response = await client.models.GetModel(
-            models_pb2.GetModelRequest(model_id=model_id), metadata=client.metadata
-        )
+    pb_request = models_pb2.GetModelRequest(model_id=model_id)
+    response = await routing.unary(
+        request,
+        model_id,
+        lambda core: core.models.GetModel(pb_request, metadata=core.metadata),
+        translate_grpc_errors,
+    )
     return web.json_response(translate.model_object(response.model))
 
 

@@ -1,8 +1,9 @@
 """Which core answers a request. Among the cores that list its model, the healthiest tier (READY,
 then connecting, then down), those with room: the one its conversation went to before while that
 core has a free slot; else a core with a free slot and the model loaded, then the fewest requests
-in flight, ties broken by a hash of the conversation. A stream that fails UNAVAILABLE before its
-first message is started once more on another core.
+in flight, ties broken by a hash of the conversation. A call that fails UNAVAILABLE before its
+first message (a generation stream, any other call about a model) is made once more on another
+core that lists the model.
 
 `--core A,B` makes one channel per core, so the bridge chooses; a target with a scheme
 (`dns:///svc:50051`) is one round_robin channel that gRPC spreads over what it resolves to, so
@@ -15,9 +16,17 @@ import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
@@ -45,8 +54,13 @@ _HEALTH_RANK = {
 }
 _DOWN_RANK = 2
 
+T = TypeVar("T")
 # Starts a generation stream on a core: `lambda core: core.inference.Chat(request, ...)`.
 Start = Callable[[CoreClient], Any]
+# One try of any other call about a model: `lambda core: core.inference.Embed(request, ...)`.
+Attempt = Callable[[CoreClient], Awaitable[T]]
+# The handler's boundary translator given the failing core's address, e.g. translate_grpc_errors.
+Errors = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
 
 
 def split_targets(value: str) -> tuple[str, ...]:
@@ -183,13 +197,69 @@ class Router:
             self._affinity.popitem(last=False)
 
 
-def core_for(request: web.Request, model: str, key: str = "") -> CoreClient:
-    """The stubs a handler calls for a request about `model` (and conversation `key`, see
-    conversation()); generation streams go through generation() instead, for the retry."""
-    core = request.app[ROUTER].choose(model, key, gated=False)
+async def unary(
+    request: web.Request,
+    model: str,
+    attempt: Attempt[T],
+    errors: Errors,
+    *,
+    started: Callable[[], bool] = lambda: False,
+) -> T:
+    """`attempt` on the core chosen for `model`, made once more on another core that lists the
+    model when the first answers UNAVAILABLE (never on another code, never twice, never once
+    `started` says an answer had begun); a failure left is translated by `errors` with the
+    address of the core that gave it. Generation streams go through generation() instead."""
+    router = request.app[ROUTER]
+    core, retried = _chosen(router, model), False
+    while True:
+        async with errors(core.address):
+            try:
+                return await attempt(core.client)
+            except grpc.aio.AioRpcError as error:
+                again = None if retried or started() else _another(router, model, core, error)
+                if again is None:
+                    raise
+                core, retried = again, True
+
+
+async def server_stream(
+    request: web.Request,
+    model: str,
+    open_stream: Callable[[CoreClient], AsyncIterable[T]],
+    errors: Errors,
+) -> list[T]:
+    """A server stream's messages (e.g. LoadModel's stages), as unary(): started once more on
+    another core when it fails UNAVAILABLE before its first message, not after."""
+    messages: list[T] = []
+
+    async def drain(client: CoreClient) -> list[T]:
+        async for message in open_stream(client):
+            messages.append(message)
+        return messages
+
+    return await unary(request, model, drain, errors, started=lambda: bool(messages))
+
+
+def _chosen(router: Router, model: str) -> Core:
+    core = router.choose(model, gated=False)
     if core is None:  # not reached: nothing is excluded
         raise RuntimeError("no core to choose from")
-    return core.client
+    return core
+
+
+def _another(router: Router, model: str, failed: Core, error: grpc.aio.AioRpcError) -> Core | None:
+    """Where a call that failed on `failed` is made again: only after UNAVAILABLE, and only on
+    another core that lists the model (None: there is none)."""
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    again = router.choose(model, exclude=[failed.address], gated=False)
+    if again is not None:
+        _log_retry(failed.address, error, again.address)
+    return again
+
+
+def _log_retry(failed: str, error: grpc.aio.AioRpcError, again: str) -> None:
+    log.warning("core %s unavailable (%s): retrying on %s", failed, error.details(), again)
 
 
 def cores(request: web.Request) -> list[CoreClient]:
@@ -304,12 +374,7 @@ class RoutedCall:
             log.info("core %s unavailable; no other core has room", failed)
             return False
         if retried and self.core is not None:
-            log.warning(
-                "core %s unavailable (%s): retrying on %s",
-                failed,
-                error.details(),
-                self.core.address,
-            )
+            _log_retry(failed, error, self.core.address)
         return retried
 
 

@@ -6,6 +6,7 @@ the cores' only model is used (a 400 naming `model` when they serve several).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,6 @@ from minerva.v1 import inference_pb2
 
 from rest_bridge import routing
 from rest_bridge.body import parse_body
-from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import BadRequest, translate_grpc_errors
 from rest_bridge.fields import get_bool, get_str
 from rest_bridge.protocol import parse_messages, token_ids
@@ -28,7 +28,7 @@ async def tokenize(request: web.Request) -> web.Response:
     if content is None:
         raise BadRequest("'content' is required", "content")
     with_pieces = bool(get_bool(body, "with_pieces"))
-    client, model = await _routed(request, body)
+    model = await _model(request, body)
     pb_request = inference_pb2.TokenizeRequest(
         model_id=model,
         text=content,
@@ -36,8 +36,12 @@ async def tokenize(request: web.Request) -> web.Response:
         parse_special=_default_true(get_bool(body, "parse_special")),
         with_pieces=with_pieces,
     )
-    async with translate_grpc_errors(client.address, "content"):
-        reply = await client.inference.Tokenize(pb_request, metadata=client.metadata)
+    reply = await routing.unary(
+        request,
+        model,
+        lambda core: core.inference.Tokenize(pb_request, metadata=core.metadata),
+        partial(translate_grpc_errors, input_name="content"),
+    )
     if not with_pieces:
         return web.json_response({"tokens": list(reply.token_ids)})
     pieces = [
@@ -50,29 +54,36 @@ async def tokenize(request: web.Request) -> web.Response:
 async def detokenize(request: web.Request) -> web.Response:
     """{"tokens": [id, ...]} -> {"content": text}."""
     body = parse_body(await request.read())
-    client, model = await _routed(request, body)
+    model = await _model(request, body)
     pb_request = inference_pb2.DetokenizeRequest(model_id=model, token_ids=_tokens(body))
-    async with translate_grpc_errors(client.address, "tokens"):
-        reply = await client.inference.Detokenize(pb_request, metadata=client.metadata)
+    reply = await routing.unary(
+        request,
+        model,
+        lambda core: core.inference.Detokenize(pb_request, metadata=core.metadata),
+        partial(translate_grpc_errors, input_name="tokens"),
+    )
     return web.json_response({"content": reply.text})
 
 
 async def apply_template(request: web.Request) -> web.Response:
     """A chat completions body (messages, tools, tool_choice) -> {"prompt": text}."""
     body = parse_body(await request.read())
-    client, model = await _routed(request, body)
+    model = await _model(request, body)
     pb_request = inference_pb2.ApplyChatTemplateRequest(
         model_id=model, messages=parse_messages(body), **tool_fields(body)
     )
-    async with translate_grpc_errors(client.address, "messages"):
-        reply = await client.inference.ApplyChatTemplate(pb_request, metadata=client.metadata)
+    reply = await routing.unary(
+        request,
+        model,
+        lambda core: core.inference.ApplyChatTemplate(pb_request, metadata=core.metadata),
+        partial(translate_grpc_errors, input_name="messages"),
+    )
     return web.json_response({"prompt": reply.prompt})
 
 
-async def _routed(request: web.Request, body: dict[str, Any]) -> tuple[CoreClient, str]:
-    """The model the body names (else the only one served) and the core for it."""
-    model = get_str(body, "model") or await _only_model(request)
-    return routing.core_for(request, model), model
+async def _model(request: web.Request, body: dict[str, Any]) -> str:
+    """The model the body names, else the only one the cores serve."""
+    return get_str(body, "model") or await _only_model(request)
 
 
 async def _only_model(request: web.Request) -> str:

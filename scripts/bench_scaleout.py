@@ -27,18 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.bench_clients import REQUEST_TIMEOUT_S, StreamResult, stream_sse
 from scripts.bench_servers import ROOT, ServeConfig, Server, clean_env, core_command, model_id
+from scripts.bench_serving import PROMPTS
 
 DEFAULT_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct-Q4_1.gguf"
-PROMPTS = (
-    "1, 2, 3, 4, 5,",
-    "Monday, Tuesday, Wednesday,",
-    "a, b, c, d, e,",
-    "10, 20, 30, 40,",
-    "January, February, March,",
-    "2, 4, 6, 8, 10,",
-    "100, 99, 98, 97,",
-    "red, orange, yellow, green,",
-)
 
 
 # The bridge reads its cores' model lists this often: after the warm-up it knows each core has

@@ -58,6 +58,16 @@ class Engine(Protocol):
         """Sequences generated at once; a request with n choices takes n of them."""
         ...
 
+    @property
+    def threads(self) -> int:
+        """CPU threads the model computes with now."""
+        ...
+
+    def set_threads(self, n: int) -> None:
+        """Compute with `n` CPU threads (clamped to 1..the configured count) from the next step
+        on, for every request; the engine's own threads apply it between steps."""
+        ...
+
     def reserve(self) -> AbstractContextManager[None]:
         """Holds one of the model's places (running plus waiting) for a generation request from
         before its prompt is prepared until it ends; Overloaded at once when none is left, so

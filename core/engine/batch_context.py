@@ -65,6 +65,15 @@ class BatchContext:
         batch.n_tokens = i + 1
         return i
 
+    @property
+    def threads(self) -> int:
+        """CPU threads the context computes single-token steps with."""
+        return int(llama_cpp.llama_n_threads(self.ctx))
+
+    def set_threads(self, n: int) -> None:
+        """Compute with `n` CPU threads from the next decode on (between decodes only)."""
+        llama_cpp.llama_set_n_threads(self.ctx, n, n)
+
     def decode(self) -> int:
         """llama_decode's return code: 0 ok, 1 no KV room (nothing changed), else an error."""
         return int(llama_cpp.llama_decode(self.ctx, self._batch))

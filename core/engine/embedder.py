@@ -20,6 +20,10 @@ class Embedder:
         self._model = model
         self.max_tokens = min(context_size, MAX_EMBED_TOKENS)
         self._ctx: llama_cpp.llama_context_p | None = None
+        # CPU threads to compute with, set from the event loop; applied on the embedding thread
+        # before its next decode (the context is created with the configured count).
+        self.threads = model.opts.threads
+        self._threads_applied = model.opts.threads
 
     def embed_all(
         self, inputs: Sequence[Sequence[int]], cancelled: threading.Event
@@ -38,6 +42,9 @@ class Embedder:
                 self.max_tokens, self.max_tokens, 1, embeddings=True
             )
         ctx = self._ctx
+        if self.threads != self._threads_applied:
+            llama_cpp.llama_set_n_threads(ctx, self.threads, self.threads)
+            self._threads_applied = self.threads
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
         try:

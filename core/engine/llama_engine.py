@@ -45,6 +45,7 @@ class LlamaEngine:
         self._opts = model.opts
         self._steps = StepLoop(name, model, model.opts, queue_size)
         self._embedder = Embedder(model, model.opts.context_size)
+        self._threads = model.opts.threads
         self._embed_jobs = SerialScheduler(f"{name}-embed", queue_size)
         # Every admitted generation may need the tokenizer at once.
         self._tokenizer_jobs = SerialScheduler(f"{name}-tokenizer", queue_size + model.opts.slots)
@@ -85,6 +86,16 @@ class LlamaEngine:
     @property
     def slots(self) -> int:
         return self._steps.slots
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def set_threads(self, n: int) -> None:
+        # The configured count is the operator's cap: clients may only ask for fewer.
+        self._threads = max(1, min(n, self._opts.threads))
+        self._steps.set_threads(self._threads)
+        self._embedder.threads = self._threads
 
     @contextlib.contextmanager
     def reserve(self) -> Iterator[None]:
@@ -165,7 +176,9 @@ class LlamaEngine:
     def _finished(self, result: GenerationResult) -> None:
         self.last_result = result
         if result.finish_reason is FinishReason.CANCELLED:
-            log.info("generation cancelled: model=%s tokens=%d", self._name, result.completion_tokens)
+            log.info(
+                "generation cancelled: model=%s tokens=%d", self._name, result.completion_tokens
+            )
 
     def abort(self) -> None:
         self._aborted = True

@@ -33,7 +33,6 @@ STARVED_STEPS = 8
 GRAMMAR_STEP_LIMIT_S = 0.25
 
 
-
 @dataclass
 class _Plan:
     """What one step put in the batch."""
@@ -64,6 +63,10 @@ class StepLoop:
         self._closed = False
         self._kv_pressure = False  # a request went back to the queue for want of KV room
         self._seq_cap = opts.context_size
+        # CPU threads asked for (set from the event loop) and those the context computes with
+        # (the step thread's own): llama.cpp changes them only between decodes, on this thread.
+        self._threads_wanted = opts.threads
+        self._threads_applied = opts.threads
         self._prefill_tokens = 0
         self._decode_tokens = 0
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
@@ -114,6 +117,15 @@ class StepLoop:
             self._admitted += 1
             self._waiting.append(job)
             self._cv.notify()
+
+    def set_threads(self, n: int) -> None:
+        """Compute with `n` CPU threads from the next decode on."""
+        self._threads_wanted = n  # one int store: the step thread reads it before each decode
+
+    @property
+    def threads_applied(self) -> int:
+        """The CPU threads the last decode computed with (or the next, before any decode)."""
+        return self._threads_applied
 
     def wake(self) -> None:
         """Make the thread look at cancel flags now (it may be waiting for work)."""
@@ -218,6 +230,7 @@ class StepLoop:
             plan = self._fill(budget)
             if not plan.decoding and not plan.prefill:
                 return plan
+            self._apply_threads()
             rc = self._ctx.decode()
             if rc == 0:
                 return plan
@@ -229,6 +242,12 @@ class StepLoop:
                 budget = len(plan.decoding) + plan.prefill_tokens // 2
                 continue
             self._relieve_kv()
+
+    def _apply_threads(self) -> None:
+        wanted = self._threads_wanted
+        if wanted != self._threads_applied:
+            self._ctx.set_threads(wanted)
+            self._threads_applied = wanted
 
     def _fill(self, budget: int) -> _Plan:
         ctx, plan = self._ctx, _Plan()

@@ -229,6 +229,15 @@ def context_size_from_pb(request: Any) -> int | None:
     return int(request.context_size) if request.HasField("context_size") else None
 
 
+def threads_from_pb(request: Any) -> int | None:
+    """A request's threads (Ollama's num_thread; the engine clamps it); None when unset."""
+    if not request.HasField("threads"):
+        return None
+    if request.threads < 1:
+        raise InvalidRequest("threads must be at least 1", param="threads")
+    return int(request.threads)
+
+
 def prompt_from_pb(request: inference_pb2.GenerateRequest) -> str | list[int]:
     if request.WhichOneof("prompt") == "token_ids":
         return list(request.token_ids.ids)

@@ -21,6 +21,7 @@ from core.services.convert import (
     keep_alive_from_pb,
     messages_from_pb,
     prompt_from_pb,
+    threads_from_pb,
     tool_request_from_pb,
 )
 from core.services.sampling import sampling_from_pb
@@ -104,6 +105,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             keep_alive=keep_alive_from_pb(request),
             truncate=request.truncate,
             context_size=context_size_from_pb(request),
+            threads=threads_from_pb(request),
         )
         return inference_pb2.EmbedResponse(
             embeddings=[inference_pb2.Embedding(values=v) for v in vectors],
@@ -146,4 +148,5 @@ def _options(request: inference_pb2.GenerateRequest | inference_pb2.ChatRequest)
         keep_alive=keep_alive_from_pb(request),
         context_limit=request.context_limit if request.HasField("context_limit") else None,
         context_size=context_size_from_pb(request),
+        threads=threads_from_pb(request),
     )

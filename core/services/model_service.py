@@ -23,6 +23,7 @@ from core.services.convert import (
     metadata_to_pb,
     progress_to_pb,
     stats_to_pb,
+    threads_from_pb,
 )
 
 
@@ -44,6 +45,7 @@ class ModelCatalog:
             n_gpu_layers=spec.n_gpu_layers,
             servable=self.factory.servable(spec),
             error=load_error,
+            threads=self.manager.threads(spec.id) or spec.threads,
         )
         try:
             header = self.registry.header(spec)
@@ -117,9 +119,12 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         spec = self._catalog.registry.get(request.model_id)
         keep_alive = keep_alive_from_pb(request)
         context_size = context_size_from_pb(request)
+        threads = threads_from_pb(request)
         async for event in self._catalog.manager.load(spec.id, keep_alive, context_size):
             message = progress_to_pb(event)
             if event.stage == "ready":
+                if threads is not None:
+                    self._catalog.manager.set_threads(spec.id, threads)
                 message.model.CopyFrom(self._catalog.describe(spec, strict=True))
             yield message
 

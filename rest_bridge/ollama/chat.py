@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +16,6 @@ from minerva.v1 import inference_pb2, models_pb2
 from rest_bridge import ndjson, ratelimit, routing
 from rest_bridge.app_keys import METRICS, SETTINGS
 from rest_bridge.body import parse_body
-from rest_bridge.core_client import CoreClient
 from rest_bridge.errors import BadRequest
 from rest_bridge.fields import get_bool, get_str
 from rest_bridge.ollama import requests as ask
@@ -166,6 +166,9 @@ def _set_common(
     pb_request.keep_alive_seconds = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
     if num_ctx is not None:
         pb_request.context_size = num_ctx
+    threads = ask.num_thread(body)
+    if threads is not None:
+        pb_request.threads = threads
 
 
 async def _respond(
@@ -213,26 +216,42 @@ async def _load_or_unload(
     from every core that serves it), as Ollama does."""
     keep = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
     reason = "unload" if keep == 0 else "load"
-    async with ollama_errors(routing.target_label(request), name):
-        if keep == 0:
+    if keep == 0:
+        async with ollama_errors(routing.target_label(request), name):
             for client in routing.serving(request, model):
                 await client.models.UnloadModel(
                     models_pb2.UnloadModelRequest(model_id=model), metadata=client.metadata
                 )
-        else:
-            await load(routing.core_for(request, model), model, keep, ask.num_ctx(body))
+    else:
+        await load(request, model, name, keep, ask.num_ctx(body), ask.num_thread(body))
     reply = Reply(name, chat).piece("")
     reply.update(done=True, done_reason=reason)
     return web.json_response(reply)
 
 
-async def load(client: CoreClient, model: str, keep: float, num_ctx: int | None) -> None:
-    """LoadModel, as Ollama loads on an empty prompt or input (with `options.num_ctx`)."""
-    load = models_pb2.LoadModelRequest(model_id=model, keep_alive_seconds=keep)
+async def load(
+    request: web.Request,
+    model: str,
+    name: str,
+    keep: float,
+    num_ctx: int | None,
+    threads: int | None = None,
+) -> None:
+    """LoadModel, as Ollama loads on an empty prompt or input (with `options.num_ctx` and
+    `options.num_thread`), on the core the router picks, or on another that lists the model
+    when that one fails UNAVAILABLE before the stream's first message; `name` is the model as
+    the client wrote it (a 404 says it)."""
+    pb_request = models_pb2.LoadModelRequest(model_id=model, keep_alive_seconds=keep)
     if num_ctx is not None:
-        load.context_size = num_ctx
-    async for _ in client.models.LoadModel(load, metadata=client.metadata):
-        pass
+        pb_request.context_size = num_ctx
+    if threads is not None:
+        pb_request.threads = threads
+    await routing.server_stream(
+        request,
+        model,
+        lambda core: core.models.LoadModel(pb_request, metadata=core.metadata),
+        partial(ollama_errors, model=name),
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -4,6 +4,7 @@ legacy POST /api/embeddings (one prompt, its raw vector) over the core's Embed R
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -42,23 +43,28 @@ async def _embed(
     if body.get("dimensions") is not None:
         raise BadRequest("dimensions is not supported: vectors have the model's size", "dimensions")
     keep = ask.keep_alive(body, request.app[SETTINGS].ollama_keep_alive_s)
-    num_ctx = ask.num_ctx(body)
-    client = routing.core_for(request, model)
+    num_ctx, threads = ask.num_ctx(body), ask.num_thread(body)
     started = time.perf_counter()
-    async with ollama_errors(client.address, name):
-        if not texts:
-            await load(client, model, keep, num_ctx)
-            return name, [], 0, time.perf_counter() - started
-        pb_request = inference_pb2.EmbedRequest(
-            model_id=model,
-            inputs=[inference_pb2.EmbedInput(text=t) for t in texts],
-            normalize=normalize,
-            truncate=get_bool(body, "truncate") is not False,
-        )
-        pb_request.keep_alive_seconds = keep
-        if num_ctx is not None:
-            pb_request.context_size = num_ctx
-        reply = await client.inference.Embed(pb_request, metadata=client.metadata)
+    if not texts:
+        await load(request, model, name, keep, num_ctx, threads)
+        return name, [], 0, time.perf_counter() - started
+    pb_request = inference_pb2.EmbedRequest(
+        model_id=model,
+        inputs=[inference_pb2.EmbedInput(text=t) for t in texts],
+        normalize=normalize,
+        truncate=get_bool(body, "truncate") is not False,
+    )
+    pb_request.keep_alive_seconds = keep
+    if num_ctx is not None:
+        pb_request.context_size = num_ctx
+    if threads is not None:
+        pb_request.threads = threads
+    reply = await routing.unary(
+        request,
+        model,
+        lambda core: core.inference.Embed(pb_request, metadata=core.metadata),
+        partial(ollama_errors, model=name),
+    )
     tokens = reply.usage.prompt_tokens
     request.app[METRICS].observe_embedding(model, tokens)
     ratelimit.charge(request, tokens)

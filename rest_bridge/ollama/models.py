@@ -3,6 +3,8 @@ registry-backed server does not do (pull, push, create, copy, delete)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from minerva.v1 import models_pb2
@@ -49,15 +51,16 @@ async def ps(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     body = parse_body(await request.read())
     model, name = ask.model_id(body)
-    client = routing.core_for(request, model)
     verbose = bool(get_bool(body, "verbose"))
-    async with ollama_errors(client.address, name):
-        reply = await client.models.GetModel(
-            models_pb2.GetModelRequest(
-                model_id=model, with_header=True, with_header_arrays=verbose
-            ),
-            metadata=client.metadata,
-        )
+    pb_request = models_pb2.GetModelRequest(
+        model_id=model, with_header=True, with_header_arrays=verbose
+    )
+    reply = await routing.unary(
+        request,
+        model,
+        lambda core: core.models.GetModel(pb_request, metadata=core.metadata),
+        partial(ollama_errors, model=name),
+    )
     return web.json_response(shape.show(reply))
 
 

@@ -28,7 +28,6 @@ NUMBER_OPTIONS = {key: (bounds.low, bounds.high) for key, bounds in SAMPLING_RAN
 # Options that change how fast or where a model runs, never what it writes: accepted.
 NO_EFFECT_OPTIONS = frozenset(
     {
-        "num_thread",
         "num_gpu",
         "main_gpu",
         "num_batch",
@@ -119,6 +118,15 @@ def num_ctx(body: dict[str, Any]) -> int | None:
     return _int(options, "num_ctx", 1, UINT32_MAX)
 
 
+def num_thread(body: dict[str, Any]) -> int | None:
+    """`options.num_thread`: CPU threads the model computes with from this request on (the
+    core's threads, which clamps it to its configured count); None when absent."""
+    options = _options(body)
+    if options.get("num_thread") is None:
+        return None
+    return _int(options, "num_thread", 1, UINT32_MAX)
+
+
 def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | None]:
     """SamplingParams from `options`, `format` and `logprobs`, and the num_ctx asked for."""
     options = _options(body)
@@ -127,6 +135,7 @@ def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | 
         if options.get(key) is not None:
             setattr(params, key, _number(options, key))
     _integers(options, params)
+    num_thread(body)  # refused here, before the request goes anywhere
     _check_fixed(options)
     known = {*NUMBER_OPTIONS, *NO_EFFECT_OPTIONS, *FIXED_OPTIONS, *_INTEGERS}
     unknown = set(options) - known
@@ -139,7 +148,7 @@ def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | 
     return params, num_ctx(body)
 
 
-_INTEGERS = frozenset({"num_predict", "top_k", "seed", "stop", "num_ctx"})
+_INTEGERS = frozenset({"num_predict", "top_k", "seed", "stop", "num_ctx", "num_thread"})
 
 
 def _integers(options: dict[str, Any], params: inference_pb2.SamplingParams) -> None:

@@ -103,10 +103,14 @@ def show(reply: models_pb2.GetModelResponse) -> dict[str, Any]:
     model = reply.model
     info: dict[str, Any] = json.loads(reply.header_json or "{}")
     info.setdefault("general.parameter_count", model.metadata.parameter_count)
+    # Ollama's Modelfile PARAMETER lines: the CPU threads the model computes with now.
+    params = {"num_thread": model.threads} if model.threads else {}
+    modelfile = f"# Served by Minerva from its model registry\nFROM {model.id}\n"
     return {
         "license": "",
-        "modelfile": f"# Served by Minerva from its model registry\nFROM {model.id}\n",
-        "parameters": "",
+        "modelfile": modelfile + "".join(f"PARAMETER {k} {v}\n" for k, v in params.items()),
+        # As Ollama prints them: each name padded to 30 characters, then the value.
+        "parameters": "\n".join(f"{k:<30} {v}" for k, v in params.items()),
         "template": reply.chat_template,
         "details": details(model),
         "model_info": info,

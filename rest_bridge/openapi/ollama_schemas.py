@@ -57,6 +57,13 @@ OPTIONS = nullable(
             "seed": nullable(described("-1 is a random seed.", integer(INT64_MIN, INT64_MAX))),
             "stop": {"anyOf": [_STOP, array(_STOP), NULL]},
             "num_ctx": nullable(integer(1, UINT32_MAX)),
+            "num_thread": nullable(
+                described(
+                    "CPU threads the model computes with from this request on, at most the "
+                    "server's configured count.",
+                    integer(1, UINT32_MAX),
+                )
+            ),
             **{key: {"enum": [only, None]} for key, only in FIXED_OPTIONS.items()},
             **{key: {"description": "Accepted; no effect."} for key in sorted(NO_EFFECT_OPTIONS)},
         }

@@ -160,6 +160,33 @@ async def test_num_ctx_asks_the_core_to_load_with_that_context(
     assert bad.status == 400 and "options.num_ctx" in (await bad.json())["error"]
 
 
+async def test_num_thread_asks_the_core_for_that_many_threads(
+    bridge: TestClient, core: FakeCore
+) -> None:
+    options = {"options": {"num_thread": 2}}
+    generate = {"model": NAME, "prompt": "Hi", "stream": False, **options}
+    assert (await bridge.post("/api/generate", json=generate)).status == 200
+    assert (await bridge.post("/api/generate", json={**generate, "raw": True})).status == 200
+    chat = {"model": NAME, "messages": ASK, "stream": False, **options}
+    assert (await bridge.post("/api/chat", json=chat)).status == 200
+    embed = {"model": NAME, "input": ["a"], **options}
+    assert (await bridge.post("/api/embed", json=embed)).status == 200
+    legacy = {"model": NAME, "prompt": "a", **options}
+    assert (await bridge.post("/api/embeddings", json=legacy)).status == 200
+    assert [r.threads for r in core.inference.requests] == [2] * 5
+    assert (await bridge.post("/api/chat", json={"model": NAME, **options})).status == 200
+    assert (await bridge.post("/api/embed", json={"model": NAME, **options})).status == 200
+    loads = core.models.requests[-2:]
+    assert [(r.model_id, r.threads) for r in loads] == [(MODEL_ID, 2)] * 2
+    assert (await bridge.post("/api/generate", json={"model": NAME, "prompt": "Hi"})).status == 200
+    assert not core.inference.requests[-1].HasField("threads")  # unset keeps the current count
+    sent = len(core.inference.requests)
+    for path, body in [("/api/chat", chat), ("/api/embed", embed), ("/api/generate", generate)]:
+        bad = await bridge.post(path, json={**body, "options": {"num_thread": 0}})
+        assert bad.status == 400 and "options.num_thread" in (await bad.json())["error"]
+    assert len(core.inference.requests) == sent  # refused before reaching the core
+
+
 async def test_tool_calls_come_whole_with_object_arguments(
     bridge: TestClient, core: FakeCore
 ) -> None:

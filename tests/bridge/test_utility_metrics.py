@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -10,8 +11,13 @@ from aiohttp.test_utils import TestClient
 from minerva.v1 import inference_pb2, models_pb2
 from prometheus_client import generate_latest
 
+from rest_bridge import metrics
+from rest_bridge.app import create_app
+from rest_bridge.core_client import CoreClient
 from rest_bridge.metrics import BridgeMetrics, TokenGaps
+from rest_bridge.settings import Settings
 from tests.bridge.conftest import (
+    CORE_ADDRESS,
     MODEL_ID,
     FakeCore,
     MakeBridge,
@@ -132,19 +138,76 @@ async def test_metrics_show_the_cores_model_stats(bridge: TestClient, core: Fake
     core.models.models = [loaded, sample_model("cold")]
     core.models.models[1].load_state = models_pb2.LOAD_STATE_UNLOADED
     page = await (await bridge.get("/metrics")).text()
-    assert metric(page, "minerva_core_up") == 1
-    assert metric(page, "minerva_core_queue_depth", model=MODEL_ID) == 3
-    assert metric(page, "minerva_core_active_sequences", model=MODEL_ID) == 5
-    assert metric(page, "minerva_core_prefix_cache_hit_tokens_total", model=MODEL_ID) == 1234
-    assert metric(page, "minerva_core_model_loaded", model="cold") == 0
-    assert 'minerva_core_queue_depth{model="cold"}' not in page
+    here = {"core": CORE_ADDRESS}
+    assert metric(page, "minerva_core_up", **here) == 1
+    assert metric(page, "minerva_core_queue_depth", **here, model=MODEL_ID) == 3
+    assert metric(page, "minerva_core_active_sequences", **here, model=MODEL_ID) == 5
+    assert (
+        metric(page, "minerva_core_prefix_cache_hit_tokens_total", **here, model=MODEL_ID) == 1234
+    )
+    assert metric(page, "minerva_core_model_loaded", **here, model="cold") == 0
+    assert f'minerva_core_queue_depth{{core="{CORE_ADDRESS}",model="cold"}}' not in page
 
 
 async def test_metrics_answer_when_the_core_is_down(bridge: TestClient, core: FakeCore) -> None:
     core.models.error = rpc_error(grpc.StatusCode.UNAVAILABLE, "down")
     response = await bridge.get("/metrics")
     assert response.status == 200
-    assert metric(await response.text(), "minerva_core_up") == 0
+    page = await response.text()
+    assert metric(page, "minerva_core_up", core=CORE_ADDRESS) == 0
+    assert "minerva_core_model_loaded{" not in page
+
+
+A, B, C = "10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"
+
+
+def with_stats(model_id: str, queue_depth: int, decode_tokens: int) -> models_pb2.Model:
+    listed = sample_model(model_id)
+    listed.stats.CopyFrom(
+        models_pb2.ModelStats(queue_depth=queue_depth, decode_tokens=decode_tokens)
+    )
+    return listed
+
+
+class HangingModels:
+    """A core that accepts the call and never answers it."""
+
+    async def ListModels(self, request: Any, metadata: Any = (), timeout: float = 0) -> Any:  # noqa: ASYNC109
+        await asyncio.Event().wait()
+
+
+async def test_metrics_read_every_core_and_label_each_series_with_its_address(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "SCRAPE_TIMEOUT_S", 0.05)
+    first, second, down = FakeCore(), FakeCore(), FakeCore()
+    first.models.models = [with_stats(MODEL_ID, 3, 100)]
+    second.models.models = [with_stats(MODEL_ID, 1, 40), with_stats("other", 2, 7)]
+    down.models.error = rpc_error(grpc.StatusCode.UNAVAILABLE, f"connection to {C} refused")
+    clients = [
+        CoreClient(A, models=first.models, inference=None, health=None),
+        CoreClient(B, models=second.models, inference=None, health=None),
+        CoreClient(C, models=down.models, inference=None, health=None),
+        CoreClient("10.0.0.4:50051", models=HangingModels(), inference=None, health=None),
+    ]
+    app = create_app(Settings(core_address=",".join(c.address for c in clients)), clients)
+    bridge: TestClient = await aiohttp_client(app)
+    page = await (await bridge.get("/metrics")).text()
+    ups = {c.address: metric(page, "minerva_core_up", core=c.address) for c in clients}
+    assert ups == {A: 1, B: 1, C: 0, "10.0.0.4:50051": 0}
+    queue, decoded = "minerva_core_queue_depth", "minerva_core_decode_tokens_total"
+    assert metric(page, queue, core=A, model=MODEL_ID) == 3
+    assert metric(page, queue, core=B, model=MODEL_ID) == 1
+    assert metric(page, queue, core=B, model="other") == 2
+    assert metric(page, decoded, core=A, model=MODEL_ID) == 100
+    assert metric(page, decoded, core=B, model=MODEL_ID) == 40
+    assert sum(line.startswith(f"{queue}{{") for line in page.splitlines()) == 3
+    assert f'core="{C}",' not in page  # a core that failed adds no model series
+    second.models.error = rpc_error(grpc.StatusCode.UNAVAILABLE, "down")  # read afresh each time
+    page = await (await bridge.get("/metrics")).text()
+    assert metric(page, "minerva_core_up", core=B) == 0
+    assert f'{queue}{{core="{B}"' not in page
+    assert metric(page, queue, core=A, model=MODEL_ID) == 3
 
 
 async def test_metrics_need_the_key_when_keys_are_set(make_bridge: MakeBridge) -> None:

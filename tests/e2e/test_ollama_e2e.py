@@ -143,7 +143,9 @@ def test_tools(client: ollama.Client) -> None:
 
 def test_generate_streamed(client: ollama.Client) -> None:
     options = {"temperature": 0, "num_predict": 8}
-    parts = list(client.generate(model=NAME, prompt="Once upon a time", stream=True, options=options))
+    parts = list(
+        client.generate(model=NAME, prompt="Once upon a time", stream=True, options=options)
+    )
     assert parts[-1].done and parts[-1].done_reason == "length" and parts[-1].eval_count == 8
     assert not any(p.done for p in parts[:-1]) and len(parts) >= 2
     whole = client.generate(model=NAME, prompt="Once upon a time", options=options)
@@ -199,6 +201,26 @@ def test_num_ctx_loads_the_model_with_that_context(client: ollama.Client) -> Non
     assert reply.done and (reply.prompt_eval_count or 0) > 1024
     [reloaded] = client.ps().models
     assert reloaded.context_length == 2048
+
+
+def shown_threads(client: ollama.Client) -> int:
+    """num_thread from /api/show's parameters (Ollama's "name<padding> value" lines)."""
+    lines = (client.show(NAME).parameters or "").splitlines()
+    [value] = [line.split()[1] for line in lines if line.split()[0] == "num_thread"]
+    return int(value)
+
+
+def test_num_thread_sets_the_threads_the_model_computes_with(client: ollama.Client) -> None:
+    configured = shown_threads(client)
+    assert configured >= 1
+    reply = client.generate(
+        model=NAME, prompt="Hi", options={"num_predict": 4, "temperature": 0, "num_thread": 1}
+    )
+    assert reply.done and reply.eval_count == 4 and reply.response
+    assert shown_threads(client) == 1
+    # An empty prompt loads with it too: back to the configured count (the most allowed).
+    client.generate(model=NAME, prompt="", options={"num_thread": configured + 8})
+    assert shown_threads(client) == configured
 
 
 def test_unknown_model_is_404(client: ollama.Client) -> None:

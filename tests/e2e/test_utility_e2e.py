@@ -78,7 +78,10 @@ def test_metrics_show_traffic_and_the_cores_model(stack: Stack, client: openai.O
         )
         for line in lines
     )
-    assert f'minerva_core_model_loaded{{model="{MODEL}"}} 1.0' in lines
-    assert any(line.startswith(f'minerva_core_slots{{model="{MODEL}"}}') for line in lines)
+    # Labelled with the core's address as the bridge's --core names it.
+    labels = f'core="127.0.0.1:{stack.core.port}",model="{MODEL}"'
+    assert f'minerva_core_up{{core="127.0.0.1:{stack.core.port}"}} 1.0' in lines
+    assert f"minerva_core_model_loaded{{{labels}}} 1.0" in lines
+    assert any(line.startswith(f"minerva_core_slots{{{labels}}}") for line in lines)
     count = f'minerva_time_to_first_token_seconds_count{{model="{MODEL}"}}'
     assert any(line.startswith(count) and float(line.split()[-1]) >= 1 for line in lines)

@@ -62,7 +62,7 @@ def test_options_map_onto_sampling() -> None:
                 "presence_penalty": 0.5,
                 "frequency_penalty": 0.25,
                 "num_ctx": 1024,
-                "num_thread": 4,  # changes speed only
+                "num_thread": 4,  # read by num_thread (the core's threads), checked here too
                 "repeat_last_n": 64,  # what the sampler does anyway
                 "something_new": 1,  # unknown keys are ignored, as Ollama does
             },
@@ -92,6 +92,23 @@ def test_bad_num_ctx_is_400(value: Any) -> None:
     with pytest.raises(BadRequest) as caught:
         ask.num_ctx({"options": {"num_ctx": value}})
     assert caught.value.param == "options.num_ctx"
+
+
+@pytest.mark.parametrize(
+    ("body", "threads"),
+    [({}, None), ({"options": {"num_thread": None}}, None), ({"options": {"num_thread": 3.0}}, 3)],
+)
+def test_num_thread_is_read_for_the_core(body: dict[str, Any], threads: int | None) -> None:
+    assert ask.num_thread(body) == threads
+    assert "num_thread" not in ask.NO_EFFECT_OPTIONS
+
+
+@pytest.mark.parametrize("value", [0, -2, 2**32, "four", True, 1.5, [1]])
+def test_bad_num_thread_is_400(value: Any) -> None:
+    for read in (ask.num_thread, ask.sampling):
+        with pytest.raises(BadRequest) as caught:
+            read({"options": {"num_thread": value}})
+        assert caught.value.param == "options.num_thread"
 
 
 @pytest.mark.parametrize("predict", [-1, -2])
@@ -190,6 +207,16 @@ def test_timings_are_nanoseconds() -> None:
         "eval_count": 3,
         "eval_duration": 6_000_000,
     }
+
+
+def test_show_lists_the_threads_in_effect_as_ollama_prints_parameters() -> None:
+    reply = models_pb2.GetModelResponse(model=models_pb2.Model(id="m", threads=3))
+    shown = shape.show(reply)
+    assert shown["parameters"] == "num_thread                     3"
+    assert shown["modelfile"].endswith("FROM m\nPARAMETER num_thread 3\n")
+    assert (
+        shape.show(models_pb2.GetModelResponse(model=models_pb2.Model(id="m")))["parameters"] == ""
+    )
 
 
 def test_a_model_kept_for_good_expires_far_away() -> None:

@@ -187,7 +187,7 @@ class TokenIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model_id", "text", "token_ids", "sampling", "add_special", "session_id", "keep_alive_seconds", "context_limit", "context_size")
+    __slots__ = ("model_id", "text", "token_ids", "sampling", "add_special", "session_id", "keep_alive_seconds", "context_limit", "context_size", "threads")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class GenerateRequest(_message.Message):
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     text: str
     token_ids: TokenIds
@@ -206,7 +207,8 @@ class GenerateRequest(_message.Message):
     keep_alive_seconds: float
     context_limit: int
     context_size: int
-    def __init__(self, model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., add_special: _Optional[bool] = ..., session_id: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., context_limit: _Optional[int] = ..., context_size: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, model_id: _Optional[str] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., add_special: _Optional[bool] = ..., session_id: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., context_limit: _Optional[int] = ..., context_size: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class Tool(_message.Message):
     __slots__ = ("name", "description", "parameters", "strict")
@@ -261,7 +263,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model_id", "messages", "sampling", "session_id", "tools", "tool_choice", "parallel_tool_calls", "keep_alive_seconds", "context_limit", "context_size")
+    __slots__ = ("model_id", "messages", "sampling", "session_id", "tools", "tool_choice", "parallel_tool_calls", "keep_alive_seconds", "context_limit", "context_size", "threads")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +274,7 @@ class ChatRequest(_message.Message):
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     sampling: SamplingParams
@@ -282,7 +285,8 @@ class ChatRequest(_message.Message):
     keep_alive_seconds: float
     context_limit: int
     context_size: int
-    def __init__(self, model_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., session_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., context_limit: _Optional[int] = ..., context_size: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, model_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., session_id: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., context_limit: _Optional[int] = ..., context_size: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class ApplyChatTemplateRequest(_message.Message):
     __slots__ = ("model_id", "messages", "tools", "tool_choice", "parallel_tool_calls", "add_generation_prompt")
@@ -325,20 +329,22 @@ class EmbedInput(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("model_id", "inputs", "normalize", "keep_alive_seconds", "truncate", "context_size")
+    __slots__ = ("model_id", "inputs", "normalize", "keep_alive_seconds", "truncate", "context_size", "threads")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[EmbedInput]
     normalize: bool
     keep_alive_seconds: float
     truncate: bool
     context_size: int
-    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ..., normalize: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., truncate: _Optional[bool] = ..., context_size: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, model_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ..., normalize: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., truncate: _Optional[bool] = ..., context_size: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17minerva/v1/models.proto\x12\nminerva.v1\"\xb0\x02\n\rModelMetadata\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.minerva.v1.ModelFormat\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\x12\x17\n\x0f\x66ile_size_bytes\x18\x04 \x01(\x04\x12\x14\n\x0ctensor_count\x18\x05 \x01(\x04\x12\x13\n\x0blayer_count\x18\x06 \x01(\r\x12\x18\n\x10\x65mbedding_length\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12\x17\n\x0fparameter_count\x18\n \x01(\x04\x12\x19\n\x11has_chat_template\x18\x0b \x01(\x08\x12\x0c\n\x04name\x18\x0c \x01(\t\"\x83\x03\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.minerva.v1.ModelMetadata\x12)\n\nload_state\x18\x03 \x01(\x0e\x32\x15.minerva.v1.LoadState\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ontext_size\x18\x05 \x01(\r\x12\x14\n\x0cn_gpu_layers\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x08 \x01(\t\x12\x10\n\x08servable\x18\t \x01(\x08\x12\x15\n\rmodified_unix\x18\n \x01(\x03\x12\r\n\x05slots\x18\x0b \x01(\r\x12\x17\n\x0fkv_cache_tokens\x18\x0c \x01(\r\x12%\n\x05stats\x18\r \x01(\x0b\x32\x16.minerva.v1.ModelStats\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x14\n\x0c\x65xpires_unix\x18\x0f \x01(\x01\x12\x12\n\nqueue_size\x18\x10 \x01(\r\"\x9a\x01\n\nModelStats\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x18\n\x10\x61\x63tive_sequences\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x16\n\x0eprefill_tokens\x18\x04 \x01(\x04\x12\x15\n\rdecode_tokens\x18\x05 \x01(\x04\x12\x1f\n\x17prefix_cache_hit_tokens\x18\x06 \x01(\x04\"$\n\x11ListModelsRequest\x12\x0f\n\x07\x63ompact\x18\x01 \x01(\x08\"H\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.minerva.v1.Model\x12\x0f\n\x07\x63ompact\x18\x02 \x01(\t\"T\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x13\n\x0bwith_header\x18\x02 \x01(\x08\x12\x1a\n\x12with_header_arrays\x18\x03 \x01(\x08\"`\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.minerva.v1.Model\x12\x15\n\rchat_template\x18\x02 \x01(\t\x12\x13\n\x0bheader_json\x18\x03 \x01(\t\"\x88\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1f\n\x12keep_alive_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x63ontext_size\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\x15\n\x13_keep_alive_secondsB\x0f\n\r_context_size\"~\n\x11LoadModelResponse\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.minerva.v1.LoadStage\x12\x10\n\x08progress\x18\x02 \x01(\x02\x12\x0f\n\x07message\x18\x03 \x01(\t\x12 \n\x05model\x18\x04 \x01(\x0b\x32\x11.minerva.v1.Model\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\")\n\x13UnloadModelResponse\x12\x12\n\nwas_loaded\x18\x01 \x01(\x08*y\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_FORMAT_GGUF\x10\x01\x12\x1c\n\x18MODEL_FORMAT_SAFETENSORS\x10\x02\x12\x17\n\x13MODEL_FORMAT_PICKLE\x10\x03*\x86\x01\n\tLoadState\x12\x1a\n\x16LOAD_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13LOAD_STATE_UNLOADED\x10\x01\x12\x16\n\x12LOAD_STATE_LOADING\x10\x02\x12\x15\n\x11LOAD_STATE_LOADED\x10\x03\x12\x15\n\x11LOAD_STATE_FAILED\x10\x04*\xb0\x01\n\tLoadStage\x12\x1a\n\x16LOAD_STAGE_UNSPECIFIED\x10\x00\x12\x15\n\x11LOAD_STAGE_QUEUED\x10\x01\x12\x1e\n\x1aLOAD_STAGE_LOADING_WEIGHTS\x10\x02\x12\x1f\n\x1bLOAD_STAGE_CREATING_CONTEXT\x10\x03\x12\x14\n\x10LOAD_STAGE_READY\x10\x04\x12\x19\n\x15LOAD_STAGE_CONVERTING\x10\x05\x32\xbe\x02\n\x0cModelService\x12K\n\nListModels\x12\x1d.minerva.v1.ListModelsRequest\x1a\x1e.minerva.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.minerva.v1.GetModelRequest\x1a\x1c.minerva.v1.GetModelResponse\x12J\n\tLoadModel\x12\x1c.minerva.v1.LoadModelRequest\x1a\x1d.minerva.v1.LoadModelResponse0\x01\x12N\n\x0bUnloadModel\x12\x1e.minerva.v1.UnloadModelRequest\x1a\x1f.minerva.v1.UnloadModelResponseBI\n\rio.minerva.v1P\x01Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17minerva/v1/models.proto\x12\nminerva.v1\"\xb0\x02\n\rModelMetadata\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.minerva.v1.ModelFormat\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x14\n\x0cquantization\x18\x03 \x01(\t\x12\x17\n\x0f\x66ile_size_bytes\x18\x04 \x01(\x04\x12\x14\n\x0ctensor_count\x18\x05 \x01(\x04\x12\x13\n\x0blayer_count\x18\x06 \x01(\r\x12\x18\n\x10\x65mbedding_length\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\t \x01(\r\x12\x17\n\x0fparameter_count\x18\n \x01(\x04\x12\x19\n\x11has_chat_template\x18\x0b \x01(\x08\x12\x0c\n\x04name\x18\x0c \x01(\t\"\x94\x03\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.minerva.v1.ModelMetadata\x12)\n\nload_state\x18\x03 \x01(\x0e\x32\x15.minerva.v1.LoadState\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x12\x14\n\x0c\x63ontext_size\x18\x05 \x01(\r\x12\x14\n\x0cn_gpu_layers\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x08 \x01(\t\x12\x10\n\x08servable\x18\t \x01(\x08\x12\x15\n\rmodified_unix\x18\n \x01(\x03\x12\r\n\x05slots\x18\x0b \x01(\r\x12\x17\n\x0fkv_cache_tokens\x18\x0c \x01(\r\x12%\n\x05stats\x18\r \x01(\x0b\x32\x16.minerva.v1.ModelStats\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12\x14\n\x0c\x65xpires_unix\x18\x0f \x01(\x01\x12\x12\n\nqueue_size\x18\x10 \x01(\r\x12\x0f\n\x07threads\x18\x11 \x01(\r\"\x9a\x01\n\nModelStats\x12\x13\n\x0bqueue_depth\x18\x01 \x01(\r\x12\x18\n\x10\x61\x63tive_sequences\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x16\n\x0eprefill_tokens\x18\x04 \x01(\x04\x12\x15\n\rdecode_tokens\x18\x05 \x01(\x04\x12\x1f\n\x17prefix_cache_hit_tokens\x18\x06 \x01(\x04\"$\n\x11ListModelsRequest\x12\x0f\n\x07\x63ompact\x18\x01 \x01(\x08\"H\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.minerva.v1.Model\x12\x0f\n\x07\x63ompact\x18\x02 \x01(\t\"T\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x13\n\x0bwith_header\x18\x02 \x01(\x08\x12\x1a\n\x12with_header_arrays\x18\x03 \x01(\x08\"`\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.minerva.v1.Model\x12\x15\n\rchat_template\x18\x02 \x01(\t\x12\x13\n\x0bheader_json\x18\x03 \x01(\t\"\xaa\x01\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1f\n\x12keep_alive_seconds\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x63ontext_size\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\x14\n\x07threads\x18\x04 \x01(\rH\x02\x88\x01\x01\x42\x15\n\x13_keep_alive_secondsB\x0f\n\r_context_sizeB\n\n\x08_threads\"~\n\x11LoadModelResponse\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.minerva.v1.LoadStage\x12\x10\n\x08progress\x18\x02 \x01(\x02\x12\x0f\n\x07message\x18\x03 \x01(\t\x12 \n\x05model\x18\x04 \x01(\x0b\x32\x11.minerva.v1.Model\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\")\n\x13UnloadModelResponse\x12\x12\n\nwas_loaded\x18\x01 \x01(\x08*y\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_FORMAT_GGUF\x10\x01\x12\x1c\n\x18MODEL_FORMAT_SAFETENSORS\x10\x02\x12\x17\n\x13MODEL_FORMAT_PICKLE\x10\x03*\x86\x01\n\tLoadState\x12\x1a\n\x16LOAD_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13LOAD_STATE_UNLOADED\x10\x01\x12\x16\n\x12LOAD_STATE_LOADING\x10\x02\x12\x15\n\x11LOAD_STATE_LOADED\x10\x03\x12\x15\n\x11LOAD_STATE_FAILED\x10\x04*\xb0\x01\n\tLoadStage\x12\x1a\n\x16LOAD_STAGE_UNSPECIFIED\x10\x00\x12\x15\n\x11LOAD_STAGE_QUEUED\x10\x01\x12\x1e\n\x1aLOAD_STAGE_LOADING_WEIGHTS\x10\x02\x12\x1f\n\x1bLOAD_STAGE_CREATING_CONTEXT\x10\x03\x12\x14\n\x10LOAD_STAGE_READY\x10\x04\x12\x19\n\x15LOAD_STAGE_CONVERTING\x10\x05\x32\xbe\x02\n\x0cModelService\x12K\n\nListModels\x12\x1d.minerva.v1.ListModelsRequest\x1a\x1e.minerva.v1.ListModelsResponse\x12\x45\n\x08GetModel\x12\x1b.minerva.v1.GetModelRequest\x1a\x1c.minerva.v1.GetModelResponse\x12J\n\tLoadModel\x12\x1c.minerva.v1.LoadModelRequest\x1a\x1d.minerva.v1.LoadModelResponse0\x01\x12N\n\x0bUnloadModel\x12\x1e.minerva.v1.UnloadModelRequest\x1a\x1f.minerva.v1.UnloadModelResponseBI\n\rio.minerva.v1P\x01Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,34 +32,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'minerva.v1.models_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.minerva.v1P\001Z6github.com/minerva/minerva/gen/go/minerva/v1;minervav1'
-  _globals['_MODELFORMAT']._serialized_start=1539
-  _globals['_MODELFORMAT']._serialized_end=1660
-  _globals['_LOADSTATE']._serialized_start=1663
-  _globals['_LOADSTATE']._serialized_end=1797
-  _globals['_LOADSTAGE']._serialized_start=1800
-  _globals['_LOADSTAGE']._serialized_end=1976
+  _globals['_MODELFORMAT']._serialized_start=1590
+  _globals['_MODELFORMAT']._serialized_end=1711
+  _globals['_LOADSTATE']._serialized_start=1714
+  _globals['_LOADSTATE']._serialized_end=1848
+  _globals['_LOADSTAGE']._serialized_start=1851
+  _globals['_LOADSTAGE']._serialized_end=2027
   _globals['_MODELMETADATA']._serialized_start=40
   _globals['_MODELMETADATA']._serialized_end=344
   _globals['_MODEL']._serialized_start=347
-  _globals['_MODEL']._serialized_end=734
-  _globals['_MODELSTATS']._serialized_start=737
-  _globals['_MODELSTATS']._serialized_end=891
-  _globals['_LISTMODELSREQUEST']._serialized_start=893
-  _globals['_LISTMODELSREQUEST']._serialized_end=929
-  _globals['_LISTMODELSRESPONSE']._serialized_start=931
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1003
-  _globals['_GETMODELREQUEST']._serialized_start=1005
-  _globals['_GETMODELREQUEST']._serialized_end=1089
-  _globals['_GETMODELRESPONSE']._serialized_start=1091
-  _globals['_GETMODELRESPONSE']._serialized_end=1187
-  _globals['_LOADMODELREQUEST']._serialized_start=1190
-  _globals['_LOADMODELREQUEST']._serialized_end=1326
-  _globals['_LOADMODELRESPONSE']._serialized_start=1328
-  _globals['_LOADMODELRESPONSE']._serialized_end=1454
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1456
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1494
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1496
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1537
-  _globals['_MODELSERVICE']._serialized_start=1979
-  _globals['_MODELSERVICE']._serialized_end=2297
+  _globals['_MODEL']._serialized_end=751
+  _globals['_MODELSTATS']._serialized_start=754
+  _globals['_MODELSTATS']._serialized_end=908
+  _globals['_LISTMODELSREQUEST']._serialized_start=910
+  _globals['_LISTMODELSREQUEST']._serialized_end=946
+  _globals['_LISTMODELSRESPONSE']._serialized_start=948
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1020
+  _globals['_GETMODELREQUEST']._serialized_start=1022
+  _globals['_GETMODELREQUEST']._serialized_end=1106
+  _globals['_GETMODELRESPONSE']._serialized_start=1108
+  _globals['_GETMODELRESPONSE']._serialized_end=1204
+  _globals['_LOADMODELREQUEST']._serialized_start=1207
+  _globals['_LOADMODELREQUEST']._serialized_end=1377
+  _globals['_LOADMODELRESPONSE']._serialized_start=1379
+  _globals['_LOADMODELRESPONSE']._serialized_end=1505
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1507
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1545
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1547
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1588
+  _globals['_MODELSERVICE']._serialized_start=2030
+  _globals['_MODELSERVICE']._serialized_end=2348
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,7 @@ class ModelMetadata(_message.Message):
     def __init__(self, format: _Optional[_Union[ModelFormat, str]] = ..., architecture: _Optional[str] = ..., quantization: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., tensor_count: _Optional[int] = ..., layer_count: _Optional[int] = ..., embedding_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., parameter_count: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix", "slots", "kv_cache_tokens", "stats", "memory_bytes", "expires_unix", "queue_size")
+    __slots__ = ("id", "metadata", "load_state", "pinned", "context_size", "n_gpu_layers", "error", "fingerprint", "servable", "modified_unix", "slots", "kv_cache_tokens", "stats", "memory_bytes", "expires_unix", "queue_size", "threads")
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     LOAD_STATE_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Model(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     id: str
     metadata: ModelMetadata
     load_state: LoadState
@@ -108,7 +109,8 @@ class Model(_message.Message):
     memory_bytes: int
     expires_unix: float
     queue_size: int
-    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ..., slots: _Optional[int] = ..., kv_cache_tokens: _Optional[int] = ..., stats: _Optional[_Union[ModelStats, _Mapping]] = ..., memory_bytes: _Optional[int] = ..., expires_unix: _Optional[float] = ..., queue_size: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., load_state: _Optional[_Union[LoadState, str]] = ..., pinned: _Optional[bool] = ..., context_size: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., error: _Optional[str] = ..., fingerprint: _Optional[str] = ..., servable: _Optional[bool] = ..., modified_unix: _Optional[int] = ..., slots: _Optional[int] = ..., kv_cache_tokens: _Optional[int] = ..., stats: _Optional[_Union[ModelStats, _Mapping]] = ..., memory_bytes: _Optional[int] = ..., expires_unix: _Optional[float] = ..., queue_size: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class ModelStats(_message.Message):
     __slots__ = ("queue_depth", "active_sequences", "slots", "prefill_tokens", "decode_tokens", "prefix_cache_hit_tokens")
@@ -161,14 +163,16 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., chat_template: _Optional[str] = ..., header_json: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model_id", "keep_alive_seconds", "context_size")
+    __slots__ = ("model_id", "keep_alive_seconds", "context_size", "threads")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     keep_alive_seconds: float
     context_size: int
-    def __init__(self, model_id: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., context_size: _Optional[int] = ...) -> None: ...
+    threads: int
+    def __init__(self, model_id: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., context_size: _Optional[int] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("stage", "progress", "message", "model")
