@@ -44,6 +44,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # After aborting, how long streams get to send their final message before connections close.
 _ABORT_WAIT_S = 2.0
+_MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 
 
 def model_health_name(model_id: str) -> str:
@@ -126,6 +127,10 @@ async def start(settings: Settings) -> CoreServer:
             ("grpc.max_receive_message_length", limit),
             # Replies (embeddings above all) may outgrow requests; the bridge accepts this much.
             ("grpc.max_send_message_length", max(64 * 2**20, 4 * limit)),
+            # Connections are closed gracefully after a while (streams in flight finish), so
+            # clients of a DNS name (the bridge on a Kubernetes headless Service) resolve it
+            # again and find cores added since.
+            ("grpc.max_connection_age_ms", _MAX_CONNECTION_AGE_MS),
         ],
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Self
 
 from aiohttp import web
 from minerva.v1 import inference_pb2
+from minerva.v1.ratelimit import TokenMeter
 
 from rest_bridge import logprobs as lp
 from rest_bridge import ratelimit, routing, sse, translate
@@ -139,17 +140,21 @@ async def respond(
 
     def on_final(final: inference_pb2.GenerationFinal) -> None:
         counters.observe_generation(builder.ids.model, final)
-        ratelimit.charge(request, final.usage.prompt_tokens + final.usage.completion_tokens)
 
+    def saw(event: translate.GenerationEvent) -> None:
+        gaps.saw(event)
+        meter.see(event)
+
+    meter = TokenMeter()
     with routing.generation(request, builder.ids.model, affinity, start) as call:
         try:
             if mode.stream:
-                chunks = stream_chunks(call, builder, address, input_name, on_final, gaps.saw)
+                chunks = stream_chunks(call, builder, address, input_name, on_final, saw)
                 return await sse.stream_events(request, chunks)
             events: list[translate.GenerationEvent] = []
             async with translate_grpc_errors(address, input_name):
                 async for event in call:
-                    gaps.saw(event)
+                    saw(event)
                     events.append(event)
             for event in events:
                 if event.WhichOneof("event") == "final":
@@ -157,3 +162,4 @@ async def respond(
             return web.json_response(whole(events))
         finally:
             call.cancel()
+            ratelimit.charge(request, meter.tokens)  # cut short too: what was generated

@@ -10,11 +10,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from minerva.v1.ratelimit import Quota, RateLimiter
 
+from rest_bridge.auth import EXEMPT_PATHS as PUBLIC_PATHS
 from rest_bridge.auth import bearer_token
 from rest_bridge.errors import ApiError
 
-# Probes and scrapes are never counted: a monitor must not use up a client's requests.
-EXEMPT_PATHS = frozenset({"/health", "/metrics"})
+# Probes and scrapes are never counted: a monitor must not use up a client's requests. Nor are
+# the routes open without a key: every counted request passed auth, so a bearer token here is a
+# valid key, and made-up tokens cannot fill the limiter with buckets (evicting real callers').
+EXEMPT_PATHS = frozenset({"/metrics"}) | PUBLIC_PATHS
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,9 @@ class Router:
         """A core's fresh model list (from the admission's refresher)."""
         listed = list(models)
         core.models = {model.id: model for model in listed}
-        self.admission.learn(core.address, listed)
+        # A target with a scheme may resolve to several cores behind one channel: one core's
+        # capacity would cap them all, so only listed HOST:PORT cores are gated.
+        self.admission.learn(core.address, [] if core.address.startswith(URI_SCHEMES) else listed)
 
     def choose(
         self, model: str, key: str = "", exclude: Iterable[str] = (), gated: bool = True

@@ -1,8 +1,9 @@
 """API keys and their roles: `authorization: Bearer <key>` metadata, compared in constant time.
 
 Client keys may generate, embed, tokenize and list. When admin keys are configured, model
-administration needs one: LoadModel, UnloadModel, and a keep_alive_seconds of 0 (unload once
-idle, as Ollama clients send). Without admin keys, client keys administer too (as before roles).
+administration needs one: LoadModel, UnloadModel, a keep_alive_seconds of 0 (unload once idle,
+as Ollama clients send), and a context_size or threads (Ollama's num_ctx and num_thread, which
+change the model for every client). Without admin keys, client keys administer too.
 """
 
 from __future__ import annotations
@@ -66,10 +67,21 @@ class KeyRing:
         return Role.CLIENT if is_client else None
 
 
-def _unloads(request: Any) -> bool:
-    """A request asking for its model to be unloaded once idle (keep_alive_seconds = 0)."""
+# Request fields that change a model for every client (a reload, its threads): admin only.
+_SHARED_SETTINGS = ("context_size", "threads")
+
+
+def _administers(request: Any) -> str | None:
+    """The field by which a request would administer its model, if any: keep_alive_seconds 0
+    (unload once idle), or a context size or thread count that every client then gets."""
+    if _has(request, "keep_alive_seconds") and request.keep_alive_seconds == 0:
+        return "keep_alive_seconds"
+    return next((name for name in _SHARED_SETTINGS if _has(request, name)), None)
+
+
+def _has(request: Any, name: str) -> bool:
     try:
-        return bool(request.HasField("keep_alive_seconds")) and request.keep_alive_seconds == 0
+        return bool(request.HasField(name))
     except ValueError:  # a message without that field
         return False
 
@@ -94,11 +106,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if details.method in ADMIN_METHODS:
             name = details.method.rsplit("/", 1)[-1]
             return _refused(handler, PermissionDenied(f"{name} needs an admin key"))
-        return wrap_around(handler, _no_unload)
+        return wrap_around(handler, _no_administration)
 
 
 _DENIED = "missing or invalid API key (send metadata `authorization: Bearer <key>`)"
-_UNLOAD_DENIED = "keep_alive_seconds 0 unloads the model: that needs an admin key"
+_ADMIN_ONLY = {
+    "keep_alive_seconds": "keep_alive_seconds 0 unloads the model",
+    "context_size": "context_size reloads the model for every client",
+    "threads": "threads changes the model's thread count for every client",
+}
 
 
 def _refused(handler: grpc.RpcMethodHandler, error: MinervaError) -> grpc.RpcMethodHandler:
@@ -113,8 +129,11 @@ def _refused(handler: grpc.RpcMethodHandler, error: MinervaError) -> grpc.RpcMet
 
 
 @contextlib.asynccontextmanager
-async def _no_unload(request: Any, _context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """A client's call, refused if the request would unload its model."""
-    if _unloads(request):
-        raise PermissionDenied(_UNLOAD_DENIED, param="keep_alive_seconds")
+async def _no_administration(
+    request: Any, _context: grpc.aio.ServicerContext
+) -> AsyncIterator[None]:
+    """A client's call, refused if the request would administer its model."""
+    field = _administers(request)
+    if field is not None:
+        raise PermissionDenied(f"{_ADMIN_ONLY[field]}: that needs an admin key", param=field)
     yield

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from minerva.v1.ratelimit import RateLimiter
+from minerva.v1.ratelimit import RateLimiter, TokenMeter
 
 from core.errors import RateLimited
 from core.services.auth import bearer
@@ -26,18 +26,6 @@ def peer_host(peer: str) -> str:
     if kind in ("ipv4", "ipv6"):
         return rest.rpartition(":")[0].strip("[]")
     return peer
-
-
-def tokens_used(message: Any) -> int:
-    """Prompt + completion tokens a response reports: a stream's final, or Embed's usage."""
-    fields = message.DESCRIPTOR.fields_by_name
-    if "final" in fields and message.HasField("final"):
-        usage = message.final.usage
-    elif "usage" in fields and message.HasField("usage"):
-        usage = message.usage
-    else:
-        return 0
-    return int(usage.prompt_tokens + usage.completion_tokens)
 
 
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):
@@ -69,10 +57,10 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             if not quota.allowed:
                 raise RateLimited(quota.message(), facts=facts)
             context.set_trailing_metadata(tuple(facts.items()))
-
-            def charge(message: Any) -> None:
-                limiter.charge(key, address, tokens_used(message))
-
-            yield charge
+            meter = TokenMeter()
+            try:
+                yield meter.see
+            finally:  # at the end, or when the call is cut short
+                limiter.charge(key, address, meter.tokens)
 
         return wrap_around(handler, limited)

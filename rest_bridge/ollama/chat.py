@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from minerva.v1 import inference_pb2, models_pb2
+from minerva.v1.ratelimit import TokenMeter
 
 from rest_bridge import ndjson, ratelimit, routing
 from rest_bridge.app_keys import METRICS, SETTINGS
@@ -190,16 +191,16 @@ async def _respond(
         async with ollama_errors(routing.target_label(request), reply.name):
             async for event in call:
                 gaps.saw(event)
+                meter.see(event)
                 if event.WhichOneof("event") == "chunk":
                     for item in reply.on_chunk(event.chunk):
                         yield item
                 else:
                     counters.observe_generation(model, event.final)
-                    usage = event.final.usage
-                    ratelimit.charge(request, usage.prompt_tokens + usage.completion_tokens)
                     for item in reply.on_final(event.final):
                         yield item
 
+    meter = TokenMeter()
     with routing.generation(request, model, key, start) as call:
         try:
             if body.get("stream", True) is not False:
@@ -207,6 +208,7 @@ async def _respond(
             return web.json_response(joined([o async for o in objects()], reply.chat))
         finally:
             call.cancel()
+            ratelimit.charge(request, meter.tokens)  # cut short too: what was generated
 
 
 async def _load_or_unload(

@@ -120,11 +120,13 @@ def num_ctx(body: dict[str, Any]) -> int | None:
 
 def num_thread(body: dict[str, Any]) -> int | None:
     """`options.num_thread`: CPU threads the model computes with from this request on (the
-    core's threads, which clamps it to its configured count); None when absent."""
+    core's threads, which clamps it to its configured count); None when absent or 0, which
+    Ollama reads as its default."""
     options = _options(body)
     if options.get("num_thread") is None:
         return None
-    return _int(options, "num_thread", 1, UINT32_MAX)
+    threads = _int(options, "num_thread", 0, UINT32_MAX)
+    return threads or None
 
 
 def sampling(body: dict[str, Any]) -> tuple[inference_pb2.SamplingParams, int | None]:

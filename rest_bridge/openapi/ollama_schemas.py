@@ -60,8 +60,9 @@ OPTIONS = nullable(
             "num_thread": nullable(
                 described(
                     "CPU threads the model computes with from this request on, at most the "
-                    "server's configured count.",
-                    integer(1, UINT32_MAX),
+                    "server's configured count; 0 is the default (unset). Needs an admin key "
+                    "when the server has admin keys.",
+                    integer(0, UINT32_MAX),
                 )
             ),
             **{key: {"enum": [only, None]} for key, only in FIXED_OPTIONS.items()},

@@ -182,9 +182,12 @@ async def test_num_thread_asks_the_core_for_that_many_threads(
     assert not core.inference.requests[-1].HasField("threads")  # unset keeps the current count
     sent = len(core.inference.requests)
     for path, body in [("/api/chat", chat), ("/api/embed", embed), ("/api/generate", generate)]:
-        bad = await bridge.post(path, json={**body, "options": {"num_thread": 0}})
+        bad = await bridge.post(path, json={**body, "options": {"num_thread": -1}})
         assert bad.status == 400 and "options.num_thread" in (await bad.json())["error"]
     assert len(core.inference.requests) == sent  # refused before reaching the core
+    zero = await bridge.post("/api/generate", json={**generate, "options": {"num_thread": 0}})
+    assert zero.status == 200  # Ollama's "default": nothing asked of the core
+    assert not core.inference.requests[-1].HasField("threads")
 
 
 async def test_tool_calls_come_whole_with_object_arguments(

@@ -3,13 +3,14 @@ every counted response, tokens charged from the core's usage, and the core's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import grpc
 from minerva.v1.ratelimit import RateLimit
 
-from tests.bridge.conftest import FakeCore, MakeBridge, chunk, final
+from tests.bridge.conftest import HANG, FakeCore, MakeBridge, chunk, final
 
 CHAT = {"model": "smollm2-135m-instruct-q4_1", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -114,3 +115,32 @@ async def test_the_cores_rate_limit_facts_become_headers(
     assert refused.headers["Retry-After"] == "7"
     assert refused.headers["x-ratelimit-limit-requests"] == "5"
     assert json.loads(await refused.text())["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_a_stream_cut_short_is_charged_what_it_generated(
+    make_bridge: MakeBridge, core: FakeCore
+) -> None:
+    core.inference.script = [chunk("a", 1), chunk("b", 2), HANG]
+    bridge = await make_bridge(rate_limit=RateLimit(tokens_per_minute=2))
+    response = await bridge.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert response.status == 200
+    await response.content.readuntil(b'"b"')  # both tokens reached the client
+    response.close()
+    await asyncio.wait_for(core.inference.calls[0].cancelled.wait(), 5)
+    for _ in range(100):  # the handler's cleanup charges the 2 tokens
+        refused = await bridge.post("/v1/chat/completions", json=CHAT)
+        if refused.status == 429:
+            break
+        await asyncio.sleep(0.02)
+    assert refused.status == 429
+    assert "tokens per minute" in (await refused.json())["error"]["message"]
+
+
+async def test_open_routes_are_not_counted(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(api_keys=("alice",), rate_limit=RateLimit(requests_per_minute=1))
+    for index in range(5):  # made-up keys on an open route get no bucket of their own
+        response = await bridge.get("/openapi.json", headers={"Authorization": f"Bearer x{index}"})
+        assert response.status == 200 and "x-ratelimit-limit-requests" not in response.headers
+    alice = {"Authorization": "Bearer alice"}
+    assert (await bridge.get("/v1/models", headers=alice)).status == 200
+    assert (await bridge.get("/v1/models", headers=alice)).status == 429

@@ -316,3 +316,11 @@ async def _until_listed(bridge: TestClient, model_id: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{model_id} never listed")
+
+
+def test_a_target_with_a_scheme_is_routed_but_not_gated() -> None:
+    """A dns:/// target may be several cores behind one channel: one core's capacity must not
+    cap them all, so the bridge leaves refusals to the cores."""
+    made = router(("dns:///minerva-core-headless:50051", [model()]), ("127.0.0.1:2", [model()]))
+    assert made.admission.capacity == {("127.0.0.1:2", MODEL_ID): 4}
+    assert made.admission.has_room("dns:///minerva-core-headless:50051", MODEL_ID)

@@ -3,6 +3,7 @@ metadata, per API key (or per address without keys), tokens charged from the usa
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,9 +40,9 @@ async def keyed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Limit
     models_dir = make_models_dir(tmp_path_factory.mktemp("models"), DEFAULT_MODEL_PATH)
     settings = core_settings(
         models_dir,
-        api_keys=("plain", "metered", "bob"),
+        api_keys=("plain", "metered", "bob", "tiny"),
         rate_limit_rpm=2,
-        key_rate_limits=(("metered", RateLimit(None, 50)),),
+        key_rate_limits=(("metered", RateLimit(None, 50)), ("tiny", RateLimit(None, 3))),
     )
     core = await start(settings)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{core.port}") as channel:
@@ -123,3 +124,28 @@ async def test_without_keys_each_address_is_a_caller(
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await core.stop(0)
+
+
+async def test_a_call_cut_short_is_charged_the_tokens_it_generated(keyed: Limited) -> None:
+    request = inference_pb2.GenerateRequest(
+        model_id=DEFAULT_MODEL_ID,
+        text="1, 2, 3, 4, 5,",
+        sampling=inference_pb2.SamplingParams(max_tokens=64, temperature=0),
+    )
+    stub = keyed.inference()
+    call = stub.Generate(request, metadata=_as("tiny"))
+    tokens = 0
+    async for message in call:
+        tokens += len(message.chunk.token_ids)
+        if tokens >= 3:
+            break
+    call.cancel()  # no final: only the chunks say what was used
+    for _ in range(100):
+        try:
+            await stub.Tokenize(_tokenize(), metadata=_as("tiny"))
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "3 tokens per minute" in (refused.details() or "")
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the cancelled call was never charged")

@@ -98,6 +98,11 @@ def test_admin_keys_guard_model_administration_end_to_end(tmp_path: Path, models
         assert as_("client-key", "/api/generate", unload_body) == 403
         assert as_("admin-key", "/api/generate", unload_body) == 200
         assert as_("nobody", "/api/generate", unload_body) == 401
+        for option in ({"num_ctx": 1024}, {"num_thread": 1}):  # they change it for everyone
+            body = json.dumps({"model": MODEL, "prompt": "Hi", "options": option, "stream": False})
+            assert as_("client-key", "/api/generate", body.encode()) == 403
+        sized = {"model": MODEL, "prompt": "", "options": {"num_ctx": 2048}, "stream": False}
+        assert as_("admin-key", "/api/generate", json.dumps(sized).encode()) == 200
     finally:
         stack.stop()
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
+from minerva.v1 import inference_pb2
 
 from core.errors import Unauthenticated
-from core.services.auth import AuthInterceptor, KeyRing
+from core.services.auth import AuthInterceptor, KeyRing, _administers
 from core.services.status import ErrorInterceptor
 
 KEY = "k-secret"
@@ -124,3 +125,18 @@ async def test_through_a_real_server_refusals_become_unauthenticated() -> None:
     finally:
         await channel.close()
         await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (inference_pb2.ChatRequest(model_id="m"), None),
+        (inference_pb2.ChatRequest(model_id="m", keep_alive_seconds=60), None),
+        (inference_pb2.ChatRequest(model_id="m", keep_alive_seconds=0), "keep_alive_seconds"),
+        (inference_pb2.GenerateRequest(model_id="m", context_size=4096), "context_size"),
+        (inference_pb2.EmbedRequest(model_id="m", threads=1), "threads"),
+        (inference_pb2.TokenizeRequest(model_id="m", text="hi"), None),
+    ],
+)
+def test_what_needs_an_admin_key(request_: object, field: str | None) -> None:
+    assert _administers(request_) == field

@@ -96,14 +96,19 @@ def test_bad_num_ctx_is_400(value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("body", "threads"),
-    [({}, None), ({"options": {"num_thread": None}}, None), ({"options": {"num_thread": 3.0}}, 3)],
+    [
+        ({}, None),
+        ({"options": {"num_thread": None}}, None),
+        ({"options": {"num_thread": 0}}, None),  # Ollama's "default"
+        ({"options": {"num_thread": 3.0}}, 3),
+    ],
 )
 def test_num_thread_is_read_for_the_core(body: dict[str, Any], threads: int | None) -> None:
     assert ask.num_thread(body) == threads
     assert "num_thread" not in ask.NO_EFFECT_OPTIONS
 
 
-@pytest.mark.parametrize("value", [0, -2, 2**32, "four", True, 1.5, [1]])
+@pytest.mark.parametrize("value", [-2, 2**32, "four", True, 1.5, [1]])
 def test_bad_num_thread_is_400(value: Any) -> None:
     for read in (ask.num_thread, ask.sampling):
         with pytest.raises(BadRequest) as caught:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from minerva.v1 import inference_pb2 as pb
 from minerva.v1.exposure import ExposureError, key_file_limits, read_key_file
 from minerva.v1.ratelimit import (
     RateLimit,
     RateLimiter,
     RateLimitSyntaxError,
+    TokenMeter,
     go_duration,
     parse_limit,
 )
@@ -136,3 +138,21 @@ def test_a_bad_limit_in_a_key_file_names_the_file_and_line(tmp_path: Path) -> No
     path.write_text("k1\nk2 rpm=lots\n")
     with pytest.raises(ExposureError, match=r"keys line 2: rpm must be a whole number"):
         key_file_limits([path], RateLimit())
+
+
+def test_the_meter_takes_a_finals_usage_else_the_tokens_chunks_carried() -> None:
+    chunk = pb.GenerateResponse(chunk=pb.GenerationChunk(text="ab", token_ids=[5, 6]))
+    final = pb.GenerateResponse(
+        final=pb.GenerationFinal(usage=pb.Usage(prompt_tokens=10, completion_tokens=3))
+    )
+    cut_short = TokenMeter()
+    for message in (chunk, chunk):
+        cut_short.see(message)
+    assert cut_short.tokens == 4
+    whole = TokenMeter()
+    for message in (chunk, chunk, final):
+        whole.see(message)
+    assert whole.tokens == 13
+    embedded = TokenMeter()
+    embedded.see(pb.EmbedResponse(usage=pb.Usage(prompt_tokens=7)))
+    assert embedded.tokens == 7

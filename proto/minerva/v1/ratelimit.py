@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Written as `rpm=60 tpm=100000` after a key in a key file; `unlimited` lifts one.
 _FIELDS = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute"}
@@ -193,3 +194,25 @@ class RateLimiter:
 
 def _caller(key: str | None, address: str | None) -> str:
     return f"key:{key}" if key is not None else f"address:{address or '-'}"
+
+
+class TokenMeter:
+    """Tokens one call used, from its response messages: a final's (or Embed's) usage, prompt
+    plus completion, once it arrives; until then the tokens its chunks carried, so a call cut
+    short (a client that disconnects) is still charged what it generated."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self._reported = False
+
+    def see(self, message: Any) -> None:
+        fields = message.DESCRIPTOR.fields_by_name
+        if "final" in fields and message.HasField("final"):
+            self._report(message.final.usage)
+        elif "usage" in fields and message.HasField("usage"):
+            self._report(message.usage)
+        elif "chunk" in fields and message.HasField("chunk") and not self._reported:
+            self.tokens += len(message.chunk.token_ids)
+
+    def _report(self, usage: Any) -> None:
+        self.tokens, self._reported = int(usage.prompt_tokens + usage.completion_tokens), True
