@@ -8,9 +8,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeGuard
 
 from core.engine.base import Engine
 from core.engine.types import EngineStats, LoadProgress
@@ -26,6 +23,14 @@ from core.errors import (
 )
 from core.keep_alive import UNCHANGED, Default, KeepAlive, idle_ttl, reap_interval
 from core.metadata.types import HeaderInfo
+from core.model_slot import (
+    Slot,
+    file_identity,
+    fresh_error,
+    log_reload_failure,
+    pending,
+    relay_progress,
+)
 from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
@@ -36,51 +41,6 @@ StateListener = Callable[
 
 # Refusals for now, not verdicts on the model: never remembered as its load failure.
 _RETRYABLE = (Overloaded, ShuttingDown, InsufficientStorage)
-
-
-@dataclass(eq=False)
-class _Slot:
-    """One model's runtime state."""
-
-    spec: ModelSpec
-    engine: Engine | None = None
-    loading: asyncio.Task[Engine] | None = None
-    # The engine being freed: its memory stays counted, and a new load waits for it.
-    closing: asyncio.Task[None] | None = None
-    listeners: list[asyncio.Queue[LoadProgress]] = field(default_factory=list)
-    error: str = ""
-    leases: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    estimate: int = 0
-    fingerprint: str = ""
-    # The last load's error and the file it was tried on; answered again until the file changes.
-    failure: MinervaError | None = None
-    failed_file: str = ""
-    # What the last request that said so asked for (core.keep_alive); None: the server's TTL.
-    keep_alive: KeepAlive = None
-    # The context size the last request that said so asked for (Ollama's num_ctx, clamped);
-    # the next load takes it. None: the configured size.
-    context: int | None = None
-    # The loaded engine's sizing, and the context it was asked to load with.
-    sizing: Sizing | None = None
-    loaded_context: int | None = None
-    # Leases holding the engine now (leases also counts those waiting for a load).
-    holders: int = 0
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-    # Waits for the holders to finish, then frees the engine so it reloads with `context`.
-    draining: asyncio.Task[None] | None = None
-
-    @property
-    def holds_memory(self) -> bool:
-        return self.engine is not None or _pending(self.closing)
-
-    @property
-    def state(self) -> str:
-        if self.engine is not None:
-            return "loaded"
-        if self.loading is not None:
-            return "loading"
-        return "failed" if self.error else "unloaded"
 
 
 class ModelManager:
@@ -100,21 +60,21 @@ class ModelManager:
         self._budget = memory_budget_bytes
         self._ttl = idle_ttl_s
         self._on_state = on_state or (lambda _id, _state: None)
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._lock = asyncio.Lock()  # guards budget decisions: evict-then-start-load
         self._reaps: set[asyncio.Task[list[str]]] = set()
         self._reaper_wake = asyncio.Event()
 
-    def _slot(self, model_id: str) -> _Slot:
+    def _slot(self, model_id: str) -> Slot:
         spec = self._registry.get(model_id)
         slot = self._slots.get(model_id)
         idle = slot is not None and slot.engine is None and slot.loading is None and not slot.leases
         # A changed spec (file replaced, config edited) applies once the old model is unloaded.
         if slot is None:
-            slot = self._slots[model_id] = _Slot(spec)
+            slot = self._slots[model_id] = Slot(spec)
         elif slot.spec != spec and idle:
             # An engine still closing is carried over: its memory is not free yet.
-            new = _Slot(spec, closing=slot.closing, estimate=slot.estimate)
+            new = Slot(spec, closing=slot.closing, estimate=slot.estimate)
             slot = self._slots[model_id] = new
         return slot
 
@@ -176,7 +136,7 @@ class ModelManager:
             if slot.leases == 0 and self._ttl_of(slot) == 0:
                 self._spawn_reap()
 
-    def _ttl_of(self, slot: _Slot) -> float:
+    def _ttl_of(self, slot: Slot) -> float:
         return math.inf if slot.spec.pinned else idle_ttl(slot.keep_alive, self._ttl)
 
     def _spawn_reap(self) -> None:
@@ -228,31 +188,13 @@ class ModelManager:
             slot.last_used = time.monotonic()
             self._reaper_wake.set()
         want = await self._wanted_context(slot, context_size)
-        if slot.engine is not None and not _pending(slot.draining) and self._fits(slot, want):
+        if slot.engine is not None and not pending(slot.draining) and slot.serves(want):
             yield LoadProgress("ready", 1.0, "already loaded")
             return
-        events: asyncio.Queue[LoadProgress] = asyncio.Queue()
-        slot.listeners.append(events)
-        task = asyncio.ensure_future(self._acquire(slot, want))
-        # Retrieved here when this caller goes away early; the shared load goes on regardless.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        getter: asyncio.Future[LoadProgress] | None = None
-        try:
-            while not task.done():
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-            while not events.empty():
-                yield events.get_nowait()
-            task.result()
-            yield LoadProgress("ready", 1.0, "loaded")
-        finally:
-            if getter is not None:
-                getter.cancel()
-            slot.listeners.remove(events)
+        async for event in relay_progress(slot, self._acquire(slot, want)):
+            yield event
 
-    async def _wanted_context(self, slot: _Slot, requested: int | None) -> int | None:
+    async def _wanted_context(self, slot: Slot, requested: int | None) -> int | None:
         """The context size to serve a request that asked for `requested` (clamped to the
         model's trained context); INVALID_ARGUMENT when it alone would overflow the budget."""
         if requested is None:
@@ -260,45 +202,34 @@ class ModelManager:
         header = await asyncio.to_thread(self._registry.header, slot.spec)
         return self._factory.requested_context(slot.spec, header, requested, self._budget)
 
-    @staticmethod
-    def _fits(slot: _Slot, want: int | None) -> bool:
-        """Whether the loaded engine serves a request that wants context `want`."""
-        if want is None or want == slot.loaded_context:
-            return True
-        return slot.sizing is not None and slot.sizing.context_size == want
-
-    async def _acquire(self, slot: _Slot, want: int | None) -> Engine:
+    async def _acquire(self, slot: Slot, want: int | None) -> Engine:
         """The engine once it serves `want`: a copy loaded with another context is freed when
         the requests holding it finish (they are never cut short), then loaded again."""
         while True:
-            if _pending(slot.draining):  # requests arriving meanwhile wait for the new copy
+            if pending(slot.draining):  # requests arriving meanwhile wait for the new copy
                 await asyncio.wait({slot.draining})
                 continue
             engine = await self._ensure_loaded(slot, want)
             if slot.engine is not engine:  # freed while this caller waited
                 continue
-            if self._fits(slot, want):
+            if slot.serves(want):
                 return engine
             slot.context = want  # what the next load takes, whoever starts it
             slot.draining = asyncio.ensure_future(self._drain(slot, engine, want))
-            slot.draining.add_done_callback(_log_failure)
+            slot.draining.add_done_callback(log_reload_failure)
 
-    async def _drain(self, slot: _Slot, engine: Engine, want: int | None) -> None:
+    async def _drain(self, slot: Slot, engine: Engine, want: int | None) -> None:
         log.info(
             "model %s: reloading with a context of %s tokens once its %d request(s) finish",
             slot.spec.id,
             want,
             slot.holders,
         )
-        while slot.engine is engine and (slot.holders or engine.busy):
-            slot.released.clear()
-            # engine.busy has no event of its own: look again shortly.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.released.wait(), 0.05)
+        await slot.until_released(engine)
         if slot.engine is engine:
             await self._free(slot)
 
-    async def _ensure_loaded(self, slot: _Slot, want: int | None = None) -> Engine:
+    async def _ensure_loaded(self, slot: Slot, want: int | None = None) -> Engine:
         if slot.engine is not None:
             return slot.engine
         if slot.loading is None:
@@ -309,11 +240,11 @@ class ModelManager:
         # shield: one caller giving up must not abort the load the others wait for.
         return await asyncio.shield(slot.loading)
 
-    def _broadcast(self, slot: _Slot, event: LoadProgress) -> None:
+    def _broadcast(self, slot: Slot, event: LoadProgress) -> None:
         for queue in slot.listeners:
             queue.put_nowait(event)
 
-    async def _load(self, slot: _Slot, context: int | None) -> Engine:
+    async def _load(self, slot: Slot, context: int | None) -> Engine:
         spec = slot.spec
         # A failure is remembered per file and context size: another size may load.
         tried_on = f"{await self._before_load(slot, context)}#{context}"
@@ -339,17 +270,17 @@ class ModelManager:
         self._on_state(spec.id, "loaded")
         return engine
 
-    async def _before_load(self, slot: _Slot, context: int | None) -> str:
+    async def _before_load(self, slot: Slot, context: int | None) -> str:
         """The identity of the file to try; a remembered failure on it is raised again at once."""
-        tried_on = await asyncio.to_thread(_file_identity, slot.spec.path)
+        tried_on = await asyncio.to_thread(file_identity, slot.spec.path)
         if slot.failure is not None and slot.failed_file == f"{tried_on}#{context}":
-            raise _again(slot.failure)
+            raise fresh_error(slot.failure)
         if slot.closing is not None:
             # The previous copy must be gone before this one takes its memory again.
             await asyncio.wait({slot.closing})
         return tried_on
 
-    def _progress_sink(self, slot: _Slot) -> Callable[[LoadProgress], None]:
+    def _progress_sink(self, slot: Slot) -> Callable[[LoadProgress], None]:
         loop = asyncio.get_running_loop()
 
         def progress(event: LoadProgress) -> None:  # called on the loading thread
@@ -357,7 +288,7 @@ class ModelManager:
 
         return progress
 
-    async def _load_locked(self, slot: _Slot, spec: ModelSpec, context: int | None) -> Engine:
+    async def _load_locked(self, slot: Slot, spec: ModelSpec, context: int | None) -> Engine:
         """Load `spec` (the slot's own, or the GGUF its checkpoint was converted to)."""
         # Header and fingerprint come from the file now: a file replaced later keeps them.
         header = await asyncio.to_thread(self._registry.header, spec)
@@ -371,7 +302,7 @@ class ModelManager:
         slot.error, slot.failure = "", None
         return slot.engine
 
-    def _failed(self, slot: _Slot, reason: str, error: MinervaError, tried_on: str) -> None:
+    def _failed(self, slot: Slot, reason: str, error: MinervaError, tried_on: str) -> None:
         slot.error = reason
         if not isinstance(error, _RETRYABLE):
             slot.failure, slot.failed_file = error, tried_on
@@ -382,9 +313,9 @@ class ModelManager:
         return sum(s.estimate for s in self._slots.values() if s.holds_memory)
 
     def _closing(self) -> set[asyncio.Task[None]]:
-        return {s.closing for s in self._slots.values() if _pending(s.closing)}
+        return {s.closing for s in self._slots.values() if pending(s.closing)}
 
-    async def _make_room(self, incoming: _Slot) -> None:
+    async def _make_room(self, incoming: Slot) -> None:
         """Evict least recently used idle, unpinned models until the incoming one fits."""
         while self._used_bytes() + incoming.estimate > self._budget:
             closing = self._closing()
@@ -422,11 +353,11 @@ class ModelManager:
         await self._free(slot)
         return True
 
-    async def _free(self, slot: _Slot) -> None:
+    async def _free(self, slot: Slot) -> None:
         engine, slot.engine = slot.engine, None
         if engine is not None:
             slot.closing = asyncio.ensure_future(self._close(slot.spec.id, engine))
-        if _pending(slot.closing):
+        if pending(slot.closing):
             # shield: a caller that gives up must not leave the engine half closed.
             await asyncio.shield(slot.closing)
 
@@ -475,25 +406,3 @@ class ModelManager:
         self._factory.cancel_imports()
         for slot in list(self._slots.values()):
             await self._free(slot)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("freeing a model for its reload failed", exc_info=task.exception())
-
-
-def _pending(task: asyncio.Task[None] | None) -> TypeGuard[asyncio.Task[None]]:
-    return task is not None and not task.done()
-
-
-def _file_identity(path: Path) -> str:
-    """The file's fingerprint, or "" when it cannot be read (so one appearing is a change)."""
-    try:
-        return fingerprint(path)
-    except OSError:
-        return ""
-
-
-def _again(error: MinervaError) -> MinervaError:
-    # A fresh exception each time: re-raising one object would grow its traceback per request.
-    return type(error)(error.message, param=error.param)

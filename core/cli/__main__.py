@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve.run(args, extra)
     if args.command == "check":
         lines, code = check_paths(args.paths)
-        print("\n".join(lines))
+        sys.stdout.write("".join(f"{line}\n" for line in lines))  # the command's output
         return code
     return asyncio.run(run_remote(args, os.environ, sys.stdout, sys.stderr))
 
