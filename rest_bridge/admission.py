@@ -81,7 +81,12 @@ async def refresh(app: web.Application) -> None:
     (the router skips it while its channel is unhealthy)."""
     router = app[ROUTER]
     while True:
-        await asyncio.gather(*(_refresh_one(router, core) for core in router.cores))
+        outcomes = await asyncio.gather(
+            *(_refresh_one(router, core) for core in router.cores), return_exceptions=True
+        )
+        for core, outcome in zip(router.cores, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # one bad reply must not stop the refreshes
+                log.error("models of core %s not refreshed", core.address, exc_info=outcome)
         await asyncio.sleep(REFRESH_S)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from rest_bridge import admission
 from rest_bridge.app_keys import ADMISSION
 from tests.bridge.conftest import (
     CORE_ADDRESS,
@@ -77,3 +79,18 @@ async def test_an_unsized_model_is_not_gated(make_bridge: MakeBridge, core: Fake
         response = await bridge.post("/v1/chat/completions", json={**CHAT, "stream": False})
         assert response.status == 200
     assert bridge.app[ADMISSION].capacity == {}
+
+
+async def test_a_refresh_that_breaks_does_not_stop_the_next(
+    make_bridge: MakeBridge, core: FakeCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission, "REFRESH_S", 0.01)
+    model = sample_model()
+    model.slots, model.queue_size = 1, 1
+    core.models.models = [model]
+    core.models.error = ValueError("a reply the bridge cannot read")
+    bridge = await make_bridge()
+    await asyncio.sleep(0.05)  # several refreshes fail
+    assert bridge.app[ADMISSION].capacity == {}
+    core.models.error = None
+    await until(lambda: bridge.app[ADMISSION].capacity.get(PLACE) == 2)
