@@ -23,6 +23,7 @@ from minerva.v1.exposure import (
     read_pem,
 )
 
+from core.engine.types import FlashAttention
 from core.errors import ConfigError
 from core.server import serve
 from core.settings import DEFAULT_LISTEN, ImportType, Settings, load_config
@@ -117,6 +118,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--n-gpu-layers", type=int, help="layers to offload to a GPU (-1 = all; default 0)"
     )
+    p.add_argument(
+        "--flash-attn",
+        choices=[f.value for f in FlashAttention],
+        help="flash-attention kernels (default auto: llama.cpp decides on a GPU, off on the CPU)",
+    )
     p.add_argument("--memory-budget-mb", type=int, help="memory for loaded models (default 8192)")
     p.add_argument(
         "--idle-ttl", type=float, help="unload models idle this many seconds (0 = never)"
@@ -169,6 +175,7 @@ def build_settings(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
         "import_type": ImportType(args.import_type) if args.import_type else None,
+        "flash_attn": FlashAttention(args.flash_attn) if args.flash_attn else None,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if args.allowed_root:

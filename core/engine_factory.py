@@ -55,6 +55,7 @@ def _load_gguf(
         kv_tokens=sizing.kv_cache_tokens,
         batch_size=min(512, sizing.context_size),
         prompt_cache_bytes=factory.prompt_cache_bytes,
+        flash_attn=spec.flash_attn,
     )
     return LlamaEngine.load(spec.id, opts, factory.queue_size, progress)
 

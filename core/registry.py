@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.engine.types import FlashAttention
 from core.errors import ConfigError, InvalidModelFile, ModelNotFound
 from core.metadata.cache import HeaderCache
 from core.metadata.reader import detect_format
@@ -34,6 +35,7 @@ class ModelSpec:
     threads: int
     n_gpu_layers: int
     chat_template: str | None = None
+    flash_attn: FlashAttention = FlashAttention.AUTO
     pinned: bool = False
     configured: bool = False
     # None: chosen from the context size.
@@ -128,6 +130,7 @@ class Registry:
             if opts and opts.n_gpu_layers is not None
             else s.n_gpu_layers,
             chat_template=opts.chat_template if opts else None,
+            flash_attn=opts.flash_attn if opts and opts.flash_attn else s.flash_attn,
             pinned=opts.pinned if opts else False,
             configured=opts is not None,
             slots=opts.slots if opts and opts.slots else s.slots,

@@ -7,13 +7,15 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from minerva.v1.ratelimit import RateLimit
 
+from core.engine.types import FlashAttention
 from core.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class ImportType(enum.Enum):
@@ -24,12 +26,20 @@ class ImportType(enum.Enum):
 
 
 def import_type(value: str, where: str = "") -> ImportType:
+    return _choice(ImportType, "import_type", value, where)
+
+
+def flash_attn(value: str, where: str = "") -> FlashAttention:
+    return _choice(FlashAttention, "flash_attn", value, where)
+
+
+def _choice(kind: type[_E], key: str, value: str, where: str) -> _E:
     try:
-        return ImportType(value)
+        return kind(value)
     except ValueError:
-        accepted = ", ".join(t.value for t in ImportType)
+        accepted = ", ".join(str(t.value) for t in kind)
         raise ConfigError(
-            f"invalid setting `import_type`{where}: {value!r}; accepted: {accepted}"
+            f"invalid setting `{key}`{where}: {value!r}; accepted: {accepted}"
         ) from None
 
 
@@ -43,6 +53,7 @@ class ModelOptions:
     context_size: int | None = None
     threads: int | None = None
     n_gpu_layers: int | None = None
+    flash_attn: FlashAttention | None = None
     chat_template: str | None = None
     pinned: bool = False
     slots: int | None = None
@@ -71,6 +82,7 @@ class Settings:
     default_context_size: int = 8192
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     n_gpu_layers: int = 0
+    flash_attn: FlashAttention = FlashAttention.AUTO
     memory_budget_mb: int = 8192
     idle_ttl_s: float = 900.0
     # Requests allowed to wait per model behind the running ones; more are refused at once.
@@ -178,6 +190,7 @@ _SERVER_KEYS = {
     "default_context_size": int,
     "threads": int,
     "n_gpu_layers": int,
+    "flash_attn": str,
     "memory_budget_mb": int,
     "idle_ttl_s": float,
     "queue_size": int,
@@ -203,6 +216,7 @@ _MODEL_KEYS = {
     "context_size": int,
     "threads": int,
     "n_gpu_layers": int,
+    "flash_attn": str,
     "chat_template": str,
     "pinned": bool,
     "slots": int,
@@ -224,6 +238,8 @@ def load_config(path: Path) -> dict[str, Any]:
             server[key] = base / server[key]
     if "import_type" in server:
         server["import_type"] = import_type(server["import_type"], " in [server]")
+    if "flash_attn" in server:
+        server["flash_attn"] = flash_attn(server["flash_attn"], " in [server]")
     roots = data.get("server", {}).get("allowed_roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError("[server] allowed_roots must be a list of paths")
@@ -238,8 +254,11 @@ def _model_options(table: Any, base: Path) -> ModelOptions:
         if required not in fields:
             raise ConfigError(f"[[models]] entry lacks `{required}`: {table!r}")
     fields["path"] = base / fields["path"]
+    where = f" of model {fields['id']!r}"
     if "import_type" in fields:
-        fields["import_type"] = import_type(fields["import_type"], f" of model {fields['id']!r}")
+        fields["import_type"] = import_type(fields["import_type"], where)
+    if "flash_attn" in fields:
+        fields["flash_attn"] = flash_attn(fields["flash_attn"], where)
     return ModelOptions(**fields)
 
 

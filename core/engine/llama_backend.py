@@ -10,7 +10,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from core.engine.types import LoadProgress
+from core.engine.types import FlashAttention, LoadProgress
 from core.engine.vocab import Vocab
 from core.errors import ModelLoadError
 
@@ -41,6 +41,18 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def flash_attn_type(setting: FlashAttention, n_gpu_layers: int) -> int:
+    """llama.cpp's flash_attn_type for a setting. AUTO is llama.cpp's own choice only where
+    layers run on a GPU. On the CPU it is off, as in llama-cpp-python: measured here, the flash
+    kernel generated 52 tokens/s against 77 at 700 tokens of context, and was ahead only for
+    about the first hundred."""
+    if setting is FlashAttention.ON:
+        return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED)
+    if setting is FlashAttention.AUTO and n_gpu_layers != 0 and gpu_offload_supported():
+        return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """How to load one model and size its generation context."""
@@ -57,6 +69,7 @@ class LoadOptions:
     batch_size: int = 512
     # Host RAM for KV prefixes of evicted slots.
     prompt_cache_bytes: int = 0
+    flash_attn: FlashAttention = FlashAttention.AUTO
 
     @property
     def kv_cells(self) -> int:
@@ -108,6 +121,7 @@ class LlamaModel:
         params.n_threads = self.opts.threads
         params.n_threads_batch = self.opts.threads
         params.no_perf = True
+        params.flash_attn_type = flash_attn_type(self.opts.flash_attn, self.opts.n_gpu_layers)
         if embeddings:
             params.embeddings = True
             params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN

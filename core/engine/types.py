@@ -9,6 +9,16 @@ from core.engine.logprobs import SampledLogprob
 from core.engine.sampling import Sampling
 
 
+class FlashAttention(enum.Enum):
+    """Whether attention runs on llama.cpp's flash-attention kernels."""
+
+    # llama.cpp decides when layers are offloaded to a GPU; on the CPU it stays off: there its
+    # kernel makes each generated token slower as the sequence grows (README: Flash attention).
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"

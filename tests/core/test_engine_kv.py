@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from core.engine.llama_backend import LoadOptions, init_backend
 from core.engine.llama_engine import LlamaEngine
 from core.engine.sampling import Sampling
 from core.engine.sequence import Job
-from core.engine.types import GenerationRequest, GenerationResult, TokenChunk
+from core.engine.types import FlashAttention, GenerationRequest, GenerationResult, TokenChunk
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -146,9 +148,10 @@ async def greedy_ids(engine: LlamaEngine, tokens: list[int], max_tokens: int) ->
     return events[-1]
 
 
-async def test_a_long_prefill_moves_idle_caches_to_host_ram(default_model_path: Path) -> None:
-    """Idle caches pin cells across the unified pool and slow every query's attention: before a
-    long cold prompt they move to host RAM, from where a returning conversation still resumes."""
+async def test_a_starting_request_moves_idle_caches_to_host_ram(default_model_path: Path) -> None:
+    """Idle caches pin cells across the unified pool and slow every query's attention, prompt and
+    generated tokens alike: as a request starts they move to host RAM, from where a returning
+    conversation still resumes. Without a host cache they stay (nothing would keep them)."""
     engine = await load(
         default_model_path, context_size=1024, slots=4, prompt_cache_bytes=64 * 2**20
     )
@@ -158,16 +161,48 @@ async def test_a_long_prefill_moves_idle_caches_to_host_ram(default_model_path: 
         await greedy_ids(engine, chat, 4)
         table = engine._steps._table
         assert sum(len(s.tokens) for s in table.slots) > 100
-        long = await vocab.tokenize(HARBOUR + " ".join(SHIPS[8:40]), True, False)
-        assert len(long) > 300
-        await greedy_ids(engine, long, 1)
+        short = await vocab.tokenize("The harbour office opens at", True, False)
+        await greedy_ids(engine, short, 1)
         held = sorted(len(s.tokens) for s in table.slots if s.tokens)
-        assert held == [len(long)]  # only the long prompt's own slot still holds cells
+        assert held == [len(short)]  # only the new request's own slot still holds cells
+        assert len(table.cache) == 1
         more = await vocab.tokenize(" Then what?", False, False)
         result = await greedy_ids(engine, [*chat, *more], 1)
         assert result.cached_tokens >= len(chat)
     finally:
         await engine.close()
+    engine = await load(default_model_path, context_size=1024, slots=4, prompt_cache_bytes=0)
+    try:
+        await greedy_ids(engine, chat, 4)
+        await greedy_ids(engine, short, 1)
+        held = sorted(len(s.tokens) for s in engine._steps._table.slots if s.tokens)
+        assert held == sorted([len(short), len(chat) + 3])
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "kernel"),
+    [
+        (FlashAttention.ON, "enabled"),
+        (FlashAttention.OFF, "disabled"),
+        (FlashAttention.AUTO, "disabled"),
+    ],
+)
+async def test_flash_attention_setting_reaches_the_context(
+    default_model_path: Path, caplog: pytest.LogCaptureFixture, setting: FlashAttention, kernel: str
+) -> None:
+    """llama.cpp reports the kernel it built the context with; either one generates."""
+    caplog.set_level(logging.DEBUG, logger="llama.cpp")
+    engine = await load(default_model_path, context_size=512, slots=2, flash_attn=setting)
+    try:
+        text, result = await greedy(engine, "Monday, Tuesday, Wednesday,", 8)
+    finally:
+        await engine.close()
+    reported = [r.getMessage() for r in caplog.records if "flash_attn" in r.getMessage()]
+    assert reported and all(re.search(rf"flash_attn\s+= {kernel}$", m) for m in reported), reported
+    assert result.completion_tokens == 8
+    assert "Thursday" in text
 
 
 @pytest.mark.parametrize("preserved", [True, False])

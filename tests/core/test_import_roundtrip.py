@@ -29,6 +29,8 @@ PROMPTS = (
 SAME_PREFIX = 4
 TOKENS = 12
 NEAR_TIE = 0.5
+# Where free-running replies may part at their first token.
+FIRST_TOKEN_TIE = 0.2
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -98,16 +100,20 @@ async def test_imported_model_ranks_the_ggufs_reply_at_the_top(both: Client, pro
         assert ranked[token] >= step.top[0].logprob - NEAR_TIE, (position, gguf_text)
 
 
-async def test_greedy_replies_start_the_same(both: Client) -> None:
-    """Free-running, a near tie (measured: 0.08 nats on one prompt) may send a reply its own
-    way from the first token; most replies must still start as the GGUF's do."""
-    same = 0
+async def test_greedy_replies_start_the_same_but_at_near_ties(both: Client) -> None:
+    """Free-running, a near tie may send a reply its own way from the first token (measured,
+    with the CPU's plain attention kernel: 0.08 and 0.11 nats on two of these prompts); a reply
+    that starts differently must start where the imported model nearly ties the GGUF's token."""
     for prompt in PROMPTS:
         gguf_ids, _ = await _greedy(both, DEFAULT_MODEL_ID, prompt)
         hf_ids, hf_text = await _greedy(both, "smollm2-hf", prompt)
         assert len(hf_ids) >= SAME_PREFIX and hf_text.strip()
-        same += hf_ids[:1] == gguf_ids[:1]
-    assert same >= len(PROMPTS) - 1
+        if hf_ids[:1] != gguf_ids[:1]:
+            context = await _prompt_ids(both, "smollm2-hf", prompt)
+            step = await _next_token(both, "smollm2-hf", context)
+            ranked = {t.token_id: t.logprob for t in step.top}
+            assert step.top[0].token_id == hf_ids[0]
+            assert ranked.get(gguf_ids[0], -99.0) >= step.top[0].logprob - FIRST_TOKEN_TIE, prompt
 
 
 async def test_imported_model_reports_its_checkpoint(both: Client) -> None:

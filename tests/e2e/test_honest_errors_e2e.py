@@ -47,6 +47,9 @@ def _answer(client: openai.OpenAI, **sampling: Any) -> str | None:
 
 
 def test_top_p_zero_is_greedy(client: openai.OpenAI) -> None:
+    # A cold prompt is evaluated in one batch, a cached one only from its last token: kernels of
+    # other batch shapes may break a near tie the other way. Every answer below is from the cache.
+    _answer(client, temperature=0)
     greedy = _answer(client, temperature=0)
     hot = {_answer(client, temperature=1.5, top_p=0, seed=seed) for seed in (1, 2, 3)}
     assert hot == {greedy}

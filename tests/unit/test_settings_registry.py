@@ -12,6 +12,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from core.__main__ import build_settings, parse_args
+from core.engine.llama_backend import flash_attn_type
+from core.engine.types import FlashAttention
 from core.errors import ConfigError, ModelNotFound
 from core.metadata.types import ModelFormat
 from core.registry import Registry, id_from_path, validate_id
@@ -78,11 +80,23 @@ pinned = true
         ("[server]\npinned = true\n", "unknown key"),
         ("not toml at all [", "cannot read config"),
         ("[server]\nallowed_roots = 'models'\n", "allowed_roots"),
-        ("[server]\nimport_type = 'q4_0'\n", "`import_type` in [server]: 'q4_0'; accepted: f16, q8_0"),
+        (
+            "[server]\nimport_type = 'q4_0'\n",
+            "`import_type` in [server]: 'q4_0'; accepted: f16, q8_0",
+        ),
         (
             "[[models]]\nid = 'x'\npath = 'x'\nimport_type = 'bf16'\n",
             "`import_type` of model 'x': 'bf16'; accepted: f16, q8_0",
         ),
+        (
+            "[server]\nflash_attn = 'yes'\n",
+            "`flash_attn` in [server]: 'yes'; accepted: auto, on, off",
+        ),
+        (
+            "[[models]]\nid = 'x'\npath = 'x'\nflash_attn = 'true'\n",
+            "`flash_attn` of model 'x': 'true'; accepted: auto, on, off",
+        ),
+        ("[server]\nflash_attn = true\n", "`flash_attn` must be str"),
     ],
 )
 def test_bad_config_is_a_config_error(tmp_path: Path, text: str, fragment: str) -> None:
@@ -305,6 +319,52 @@ def test_per_model_slots_and_kv_from_toml(tmp_path: Path) -> None:
     settings = Settings(**load_config(write_config(tmp_path, text)))
     assert settings.slots == 3
     assert (settings.models[0].slots, settings.models[0].kv_cache_tokens) == (2, 4096)
+
+
+def test_flash_attention_from_toml_and_the_command_line_reaches_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "a.gguf").write_bytes(b"")
+    (tmp_path / "b.gguf").write_bytes(b"")
+    text = (
+        "[server]\nmodels_dir = '.'\nflash_attn = 'on'\n"
+        "[[models]]\nid = 'a'\npath = 'a.gguf'\nflash_attn = 'off'\n"
+    )
+    config = write_config(tmp_path, text)
+    registry = Registry(build_settings(parse_args(["--config", str(config)]), {}))
+    assert registry.get("a").flash_attn is FlashAttention.OFF  # the model's own wins
+    assert registry.get("b").flash_attn is FlashAttention.ON  # scanned: the server's
+    args = parse_args(["--config", str(config), "--flash-attn", "auto"])
+    settings = build_settings(args, {})
+    assert settings.flash_attn is FlashAttention.AUTO
+    assert Registry(settings).get("a").flash_attn is FlashAttention.OFF
+    assert Settings().flash_attn is FlashAttention.AUTO
+    with pytest.raises(SystemExit):
+        parse_args(["--flash-attn", "maybe"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu_layers", "expected"),
+    [
+        (FlashAttention.ON, 0, 1),
+        (FlashAttention.OFF, 0, 0),
+        (FlashAttention.OFF, -1, 0),
+        # On the CPU auto is off; this build has no GPU offload, so offloading runs on the CPU.
+        (FlashAttention.AUTO, 0, 0),
+        (FlashAttention.AUTO, -1, 0),
+    ],
+)
+def test_flash_attention_setting_to_llama_cpp(
+    setting: FlashAttention, gpu_layers: int, expected: int
+) -> None:
+    assert flash_attn_type(setting, gpu_layers) == expected
+
+
+def test_auto_flash_attention_is_llama_cpps_choice_only_with_gpu_layers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("core.engine.llama_backend.gpu_offload_supported", lambda: True)
+    assert flash_attn_type(FlashAttention.AUTO, -1) == -1  # LLAMA_FLASH_ATTN_TYPE_AUTO
+    assert flash_attn_type(FlashAttention.AUTO, 0) == 0
+    assert flash_attn_type(FlashAttention.OFF, 12) == 0
 
 
 def test_core_keys_come_from_files_and_the_environment(tmp_path: Path) -> None:
