@@ -3,13 +3,15 @@
 # Every path serves the same model with the same threads, slots and per-sequence context; greedy,
 # repeat_penalty 1. Load: 1..16 concurrent streams, each with its own prompt; tokens are counted,
 # not assumed. Chat: conversations with long distinct system prompts, turns interleaved, to see
-# whether a server keeps each conversation's prefix. Only one server runs at a time: on a small
-# machine two llama.cpp processes starve each other.
+# whether a server keeps each conversation's prefix. Only one server computes at a time: on a
+# small machine two llama.cpp processes starve each other. In-process llama-cpp-python stays
+# loaded (idle) beside Minerva so that their 1-client runs alternate round by round.
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -197,14 +199,23 @@ async def run_load(path: str, clients: int, stream: StreamFn) -> Row:
     )
 
 
-async def measure_load(paths: dict[str, StreamFn], levels: Sequence[int], rounds: int) -> list[Row]:
-    """Best of `rounds` per (path, clients): other work on a shared box only ever slows a run."""
-    for warm_up in paths.values():
+async def measure_load(
+    paths: dict[str, StreamFn],
+    levels: Sequence[int],
+    rounds: int,
+    solo: dict[str, StreamFn] | None = None,
+) -> list[Row]:
+    """Best of `rounds` per (path, clients): other work on a shared box only ever slows a run.
+    `solo` paths serve one client at a time: measured at 1 client only, in the same rounds, so
+    a slow spell of the machine falls on both sides of a ratio alike."""
+    solo = solo or {}
+    for warm_up in [*paths.values(), *solo.values()]:
         await warm_up(PROMPTS[0])  # loads the model, fills caches
     best: dict[tuple[str, int], Row] = {}
     for round_no in range(1, rounds + 1):
         for clients in levels:
-            for name, stream in paths.items():
+            here = {**paths, **solo} if clients == 1 else paths
+            for name, stream in here.items():
                 row = await run_load(name, clients, stream)
                 print(
                     f"  round {round_no}: {clients:>2} client(s) via {name}: "
@@ -254,17 +265,23 @@ async def converse(name: str, chat: ChatFn, plan: Plan) -> list[Turn]:
 # --- one phase per server -------------------------------------------------------------------------
 
 
-def in_process_phase(config: ServeConfig, plan: Plan, results: Results) -> None:
-    with in_process(config.model, config.threads, config.context, plan.max_tokens) as llm:
-        results.rows += asyncio.run(measure_load({IN_PROCESS: llm.stream}, [1], plan.rounds))
+def minerva_phase(config: ServeConfig, plan: Plan, results: Results, with_in_process: bool) -> None:
+    """Minerva, and in-process llama-cpp-python in this process beside it (idle while the other
+    runs: a loaded model computes nothing between requests), measured in alternation."""
+    with contextlib.ExitStack() as stack:
+        solo = {}
+        if with_in_process:
+            llm = stack.enter_context(
+                in_process(config.model, config.threads, config.context, plan.max_tokens)
+            )
+            solo[IN_PROCESS] = llm.stream
+        ports = stack.enter_context(minerva(config))
+        asyncio.run(measure_minerva(ports, model_id(config.model), plan, results, solo))
 
 
-def minerva_phase(config: ServeConfig, plan: Plan, results: Results) -> None:
-    with minerva(config) as ports:
-        asyncio.run(measure_minerva(ports, model_id(config.model), plan, results))
-
-
-async def measure_minerva(ports: MinervaPorts, model: str, plan: Plan, results: Results) -> None:
+async def measure_minerva(
+    ports: MinervaPorts, model: str, plan: Plan, results: Results, solo: dict[str, StreamFn]
+) -> None:
     base = f"http://127.0.0.1:{ports.bridge}/v1"
     async with (
         http_session(model, plan) as session,
@@ -275,7 +292,7 @@ async def measure_minerva(ports: MinervaPorts, model: str, plan: Plan, results: 
             GRPC: lambda prompt: stream_grpc(stub, model, prompt, plan.max_tokens),
             BRIDGE: session.completion(f"{base}/completions"),
         }
-        results.rows += await measure_load(paths, plan.clients, plan.rounds)
+        results.rows += await measure_load(paths, plan.clients, plan.rounds, solo)
         dialects = {
             OPENAI_CHAT: session.one_chat(f"{base}/chat/completions"),
             OLLAMA_CHAT: session.ollama_chat(f"http://127.0.0.1:{ports.bridge}/api/chat"),
@@ -371,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logs = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     config = ServeConfig(args.model, args.threads, args.slots, args.context, logs)
-    if not args.skip_in_process:
-        run_phase(IN_PROCESS, lambda: in_process_phase(config, plan, results), results)
-    run_phase("Minerva", lambda: minerva_phase(config, plan, results), results)
+    with_in_process = not args.skip_in_process
+    name = f"Minerva and {IN_PROCESS}" if with_in_process else "Minerva"
+    run_phase(name, lambda: minerva_phase(config, plan, results, with_in_process), results)
     if binary:
         run_phase(LLAMA_SERVER, lambda: llama_server_phase(binary, config, plan, results), results)
     report(results, plan.clients)

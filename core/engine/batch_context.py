@@ -82,6 +82,10 @@ class BatchContext:
         """Sample at a batch index; the chain accepts the token itself."""
         return int(llama_cpp.llama_sampler_sample(chain, self.ctx, index))
 
+    def argmax(self, index: int) -> int:
+        """The most likely token at a batch index (the first of equal maxima)."""
+        return int(np.argmax(self.logits(index)))
+
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         """The raw logits at a batch index (a view, valid until the next decode)."""
         ptr = llama_cpp.llama_get_logits_ith(self.ctx, index)

@@ -38,6 +38,17 @@ def new_chain(
     return chain
 
 
+def plain_greedy(s: Sampling) -> bool:
+    """Whether the chain is the greedy stage alone: then the argmax of the logits is its pick
+    (the first of equal maxima, as llama.cpp's greedy sampler), without building candidates."""
+    return (
+        s.temperature <= 0.0
+        and not s.logit_bias
+        and s.repeat_penalty == 1.0
+        and (s.frequency_penalty, s.presence_penalty) == (0.0, 0.0)
+    )
+
+
 def _stages(
     n_vocab: int, s: Sampling, seed: int | None, history: Sequence[int], generated_max: int
 ) -> Iterator[llama_cpp.llama_sampler_p]:

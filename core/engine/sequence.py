@@ -90,10 +90,13 @@ class Choice:
         chain: llama_cpp.llama_sampler_p,
         job: Job,
         grammar: llama_cpp.llama_sampler_p | None = None,
+        argmax: bool = False,
     ) -> None:
         self.index = index
         self.slot = slot
         self.chain: llama_cpp.llama_sampler_p | None = chain
+        # The chain is greedy alone: picking the argmax of the logits is the same, and cheaper.
+        self.argmax = argmax
         # Checked after the chain picks a token (see core.engine.constrained).
         self.grammar = grammar
         # A grammar waiting for its trigger: it becomes `grammar` once the trigger appears.

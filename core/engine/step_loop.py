@@ -18,7 +18,7 @@ from core.engine.batch_context import DECODE_NO_KV_SLOT, BatchContext
 from core.engine.constrained import Candidates, LazyGrammar, sample_constrained
 from core.engine.llama_backend import LlamaModel, LoadOptions
 from core.engine.prompt_cache import PromptCache
-from core.engine.samplers import new_chain
+from core.engine.samplers import new_chain, plain_greedy
 from core.engine.sequence import Choice, Job, JobState
 from core.engine.types import EngineStats, FinishReason
 from core.errors import InvalidRequest, Overloaded
@@ -303,13 +303,14 @@ class StepLoop:
     def _choices(self, job: Job) -> list[Choice]:
         """One Choice per slot of the job, each with its own sampler chain (seed + index)."""
         request, choices = job.request, []
+        greedy = plain_greedy(request.sampling)
         try:
             for index, slot in enumerate(job.slots):
                 seed = request.sampling.seed_for(index)
                 chain = new_chain(
                     self._vocab.n_vocab, request.sampling, seed, job.prompt, request.max_tokens
                 )
-                choices.append(Choice(index, slot, chain, job))
+                choices.append(Choice(index, slot, chain, job, argmax=greedy))
                 if job.grammar:
                     grammar = self._vocab.grammar_sampler(job.grammar)
                     if grammar is None:
@@ -369,6 +370,8 @@ class StepLoop:
 
     def _pick(self, choice: Choice, index: int) -> int | None:
         if choice.grammar is None:
+            if choice.argmax:
+                return self._ctx.argmax(index)
             return self._ctx.sample(choice.chain, index)
         started = time.perf_counter()
         token = sample_constrained(

@@ -181,6 +181,31 @@ async def test_a_starting_request_moves_idle_caches_to_host_ram(default_model_pa
         await engine.close()
 
 
+async def test_plain_greedy_picks_what_the_greedy_chain_picks(default_model_path: Path) -> None:
+    """The argmax shortcut and the C chain (made to run by a zero logit bias, which changes no
+    logit) generate the same tokens, each request from a cold slot."""
+    engine = await load(default_model_path, context_size=512, slots=2)
+    try:
+        prompt = tuple(await engine.tokenizer.tokenize("The three primary colors are", True, False))
+        outputs = []
+        for bias in ({}, {0: 0.0}):
+            request = GenerationRequest(
+                prompt, Sampling(temperature=0.0, logit_bias=bias), 24, time.perf_counter()
+            )
+            engine._steps._table.reset()  # a cold prompt both times: the same batch shapes
+            ids = [
+                t
+                for e in [e async for e in engine.generate(request)]
+                if isinstance(e, TokenChunk)
+                for t in e.token_ids
+            ]
+            outputs.append(ids)
+        assert len(outputs[0]) == 24
+        assert outputs[0] == outputs[1]
+    finally:
+        await engine.close()
+
+
 @pytest.mark.parametrize(
     ("setting", "kernel"),
     [

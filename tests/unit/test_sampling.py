@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from minerva.v1 import inference_pb2
 
+from core.engine.samplers import plain_greedy
 from core.engine.sampling import Sampling, check_token_ids, resolve_max_tokens
 from core.errors import InvalidRequest
 from core.services.sampling import sampling_from_pb
@@ -289,3 +290,20 @@ def test_the_bridge_and_the_core_take_their_limits_from_the_contract() -> None:
         assert "minerva.v1.limits import" in inspect.getsource(module)
     assert protocol.MAX_STOPS == core_sampling.MAX_STOPS == limits.MAX_STOPS
     assert structured.MAX_CONSTRAINT_BYTES == limits.MAX_CONSTRAINT_BYTES
+
+
+@pytest.mark.parametrize(
+    ("changes", "plain"),
+    [
+        ({"temperature": 0.0}, True),
+        ({"temperature": 0.0, "top_k": 5, "top_p": 0.5, "stop": ("x",)}, True),
+        ({"temperature": 0.7}, False),
+        ({"temperature": 0.0, "repeat_penalty": 1.1}, False),
+        ({"temperature": 0.0, "presence_penalty": 0.5}, False),
+        ({"temperature": 0.0, "frequency_penalty": -0.5}, False),
+        ({"temperature": 0.0, "logit_bias": {5: 0.0}}, False),
+    ],
+)
+def test_plain_greedy_is_the_greedy_stage_alone(changes: dict[str, Any], plain: bool) -> None:
+    """Only then may the step loop take the argmax instead of running the chain."""
+    assert plain_greedy(Sampling(**changes)) is plain
