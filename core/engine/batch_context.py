@@ -108,9 +108,9 @@ class BatchContext:
     def state_size(self, seq: int) -> int:
         return int(llama_cpp.llama_state_seq_get_size(self.ctx, seq))
 
-    def save_seq(self, seq: int) -> bytes:
-        """A sequence's KV state, to restore later with restore_seq."""
-        size = self.state_size(seq)
+    def save_seq(self, seq: int, size: int | None = None) -> bytes:
+        """A sequence's KV state, to restore later with restore_seq (`size`: state_size's)."""
+        size = self.state_size(seq) if size is None else size
         buf = (ctypes.c_uint8 * size)()
         written = int(llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, seq))
         return ctypes.string_at(buf, written)

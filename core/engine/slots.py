@@ -25,6 +25,8 @@ class Slot:
     session: str = ""
     # time.monotonic() of its last release; 0.0 for never used.
     last_used: float = 0.0
+    # Idle, and its cache is too big for the host-RAM prompt cache: it stays in the KV cache.
+    unparkable: bool = False
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -217,6 +217,7 @@ class StepLoop:
             self._end(job)
         if not self._running:
             return
+        self._table.park_one()  # one idle cache per step: its cells slow every query
         plan = self._decode()
         self._commit(plan)
         self._sample(plan)

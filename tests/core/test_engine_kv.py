@@ -148,35 +148,63 @@ async def greedy_ids(engine: LlamaEngine, tokens: list[int], max_tokens: int) ->
     return events[-1]
 
 
-async def test_a_starting_request_moves_idle_caches_to_host_ram(default_model_path: Path) -> None:
+async def test_a_request_first_moves_every_idle_cache_to_host_ram(default_model_path: Path) -> None:
     """Idle caches pin cells across the unified pool and slow every query's attention, prompt and
-    generated tokens alike: as a request starts they move to host RAM, from where a returning
-    conversation still resumes. Without a host cache they stay (nothing would keep them)."""
+    generated tokens alike: they move to host RAM before a request's first step, and a returning
+    conversation still resumes from there. Without a host cache they stay, as does a cache too
+    big for it (nothing would keep them)."""
     engine = await load(
         default_model_path, context_size=1024, slots=4, prompt_cache_bytes=64 * 2**20
     )
+    vocab = engine.tokenizer
+    chats = [await vocab.tokenize(" ".join(SHIPS[i : i + 8]), True, False) for i in (0, 8, 16)]
+    short = await vocab.tokenize("The harbour office opens at", True, False)
     try:
-        vocab = engine.tokenizer
-        chat = await vocab.tokenize(" ".join(SHIPS[:8]), True, False)  # ~100 tokens
-        await greedy_ids(engine, chat, 4)
         table = engine._steps._table
-        assert sum(len(s.tokens) for s in table.slots) > 100
-        short = await vocab.tokenize("The harbour office opens at", True, False)
-        await greedy_ids(engine, short, 1)
-        held = sorted(len(s.tokens) for s in table.slots if s.tokens)
-        assert held == [len(short)]  # only the new request's own slot still holds cells
-        assert len(table.cache) == 1
+        for n, chat in enumerate(chats):  # ~100 tokens each
+            await greedy_ids(engine, chat, 4)
+            assert [len(s.tokens) for s in table.slots if s.tokens] == [len(chat) + 3]
+            assert len(table.cache) == n
+        await greedy_ids(engine, short, 1)  # one step: its prompt
+        assert [len(s.tokens) for s in table.slots if s.tokens] == [len(short)]
+        assert len(table.cache) == 3
         more = await vocab.tokenize(" Then what?", False, False)
-        result = await greedy_ids(engine, [*chat, *more], 1)
-        assert result.cached_tokens >= len(chat)
+        result = await greedy_ids(engine, [*chats[0], *more], 1)
+        assert result.cached_tokens >= len(chats[0])
     finally:
         await engine.close()
-    engine = await load(default_model_path, context_size=1024, slots=4, prompt_cache_bytes=0)
+    for cache_bytes in (0, 2**20):  # none, or smaller than one ~100-token state (~2.5 MB)
+        engine = await load(
+            default_model_path, context_size=1024, slots=4, prompt_cache_bytes=cache_bytes
+        )
+        try:
+            await greedy_ids(engine, chats[0], 4)
+            await greedy_ids(engine, short, 4)
+            held = sorted(len(s.tokens) for s in engine._steps._table.slots if s.tokens)
+            assert held == sorted([len(short) + 3, len(chats[0]) + 3])
+        finally:
+            await engine.close()
+
+
+async def test_a_cache_gone_idle_beside_a_running_request_moves_out(
+    default_model_path: Path,
+) -> None:
+    """A request that ends while another generates leaves its cache to the next step's move."""
+    engine = await load(
+        default_model_path, context_size=1024, slots=4, prompt_cache_bytes=64 * 2**20
+    )
+    vocab = engine.tokenizer
     try:
-        await greedy_ids(engine, chat, 4)
-        await greedy_ids(engine, short, 1)
-        held = sorted(len(s.tokens) for s in engine._steps._table.slots if s.tokens)
-        assert held == sorted([len(short), len(chat) + 3])
+        table = engine._steps._table
+        quick = await vocab.tokenize(" ".join(SHIPS[:8]), True, False)
+        slow = await vocab.tokenize("Count: one, two, three,", True, False)
+        running = asyncio.create_task(greedy_ids(engine, slow, 48))
+        await greedy_ids(engine, quick, 2)
+        assert not running.done()  # `quick` ended first
+        result = await running
+        assert result.completion_tokens == 48
+        assert len(table.cache) == 1  # `quick`'s, moved while `slow` still ran
+        assert [len(s.tokens) for s in table.slots if s.tokens] == [len(slow) + 47]
     finally:
         await engine.close()
 
