@@ -14,6 +14,7 @@ from core.engine.types import LoadProgress
 from core.errors import InvalidRequest, MinervaError
 from core.importer.hparams import FAMILIES
 from core.importer.importer import Importer
+from core.metadata.gguf_reader import check_vocabulary
 from core.metadata.reader import PICKLE_REFUSAL
 from core.metadata.safetensors_reader import HF_ARCHITECTURE_KEY
 from core.metadata.types import HeaderInfo, ModelFormat
@@ -46,6 +47,7 @@ def _load_gguf(
     spec: ModelSpec, sizing: Sizing, factory: EngineFactory, progress: ProgressSink
 ) -> Engine:
     _warn_if_no_gpu(spec)
+    check_vocabulary(spec.path)  # before llama.cpp, which would abort the process
     opts = LoadOptions(
         path=spec.path,
         context_size=sizing.context_size,
@@ -189,4 +191,6 @@ def _kv_width(header: HeaderInfo) -> int:
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A positive header count, else 0 (unknown): a hostile file's negative head count must not
+    shrink the memory estimate."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import MinervaError
+from core.metadata.gguf_reader import check_vocabulary
 from core.metadata.reader import detect_format, read_header
-from core.metadata.types import ModelMetadata
+from core.metadata.types import ModelFormat, ModelMetadata
 
 NOT_A_MODEL = "not a model: expected a .gguf or .safetensors file or a checkpoint directory"
 
@@ -33,7 +34,10 @@ def check_path(path: Path) -> CheckResult:
     if fmt is None:
         return CheckResult(path, error=NOT_A_MODEL)
     try:
-        return CheckResult(path, metadata=read_header(path, fmt).metadata)
+        header = read_header(path, fmt)
+        if fmt is ModelFormat.GGUF:
+            check_vocabulary(path)
+        return CheckResult(path, metadata=header.metadata)
     except MinervaError as exc:
         # The readers start their messages with the path, which the report already shows.
         return CheckResult(path, error=exc.message.removeprefix(f"{path}: "))

@@ -365,6 +365,59 @@ def _open_regular(path: Path) -> tuple[BinaryIO, int]:
     return os.fdopen(fd, "rb"), st.st_size
 
 
+def check_vocabulary(path: Path) -> None:
+    """InvalidModelFile when the vocabulary lists a token twice: llama.cpp aborts the whole
+    process loading such a file (a GGML_ASSERT in its vocabulary load)."""
+    repeat = repeated_token(path)
+    if repeat is not None:
+        first, second, text = repeat
+        raise InvalidModelFile(
+            f"{path}: its vocabulary lists the token {text[:64]!r} twice (ids {first} and "
+            f"{second}); llama.cpp cannot load such a file"
+        )
+
+
+def repeated_token(path: Path) -> tuple[int, int, bytes] | None:
+    """The first token text the vocabulary lists twice: (first id, second id, text); None when
+    every one differs. The header is read again up to the token list; other arrays are skipped."""
+    fh, size = _open_regular(path)
+    with fh:
+        try:
+            cur = _Cursor(fh, path, size)
+            _, kv_count = _read_preamble(cur)
+            for index in range(kv_count):
+                key = cur.name(f"key of KV pair {index}")
+                vtype = cur.u32(f"value type of {key!r}")
+                if vtype != _VT.ARRAY:
+                    _read_value(cur, vtype, key)
+                elif key != gguf.Keys.Tokenizer.LIST:
+                    _skip_array(cur, key)
+                elif cur.u32(f"array type of {key!r}") == _VT.STRING:
+                    return _first_repeat(cur, cur.u64(f"array length of {key!r}"), key)
+                else:
+                    return None  # llama.cpp refuses this one itself, with an error
+        except OSError as exc:
+            raise InvalidModelFile(f"{path}: read failed: {exc.strerror or exc}") from exc
+        except MemoryError:
+            raise InvalidModelFile(f"{path}: header too large to read") from None
+    return None
+
+
+def _first_repeat(cur: _Cursor, count: int, key: str) -> tuple[int, int, bytes] | None:
+    if count > (cur.size - cur.pos) // 8:
+        raise cur.fail(f"array {key!r} has {count} strings, more than the file can hold", cur.pos)
+    seen: dict[bytes, int] = {}
+    for i in range(count):
+        n = cur.u64(f"array {key!r} item {i}")
+        cur.need(n, f"array {key!r} item {i}")
+        text = bytes(cur.buf[cur.pos : cur.pos + n])
+        cur.pos += n
+        first = seen.setdefault(text, i)
+        if first != i:
+            return first, i, text
+    return None
+
+
 def read_gguf(path: Path) -> HeaderInfo:
     """Read a GGUF file's metadata from its header; raise InvalidModelFile on anything malformed."""
     fh, size = _open_regular(path)

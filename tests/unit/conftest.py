@@ -21,6 +21,7 @@ def write_tiny_gguf(
     file_type: int | None = gguf.LlamaFileType.MOSTLY_Q8_0,
     chat_template: str | None = TINY_TEMPLATE,
     vocab_size: int | None = None,
+    tokens: list[str] = TINY_TOKENS,
 ) -> Path:
     """A 2-layer "llama" with a tokenizer, a chat template and F32/Q8_0 tensors."""
     writer = gguf.GGUFWriter(path, "llama")
@@ -35,9 +36,9 @@ def write_tiny_gguf(
     if vocab_size is not None:
         writer.add_vocab_size(vocab_size)
     writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(TINY_TOKENS)
-    writer.add_token_scores([float(i) for i in range(len(TINY_TOKENS))])
-    writer.add_token_types([1] * len(TINY_TOKENS))
+    writer.add_token_list(tokens)
+    writer.add_token_scores([float(i) for i in range(len(tokens))])
+    writer.add_token_types([1] * len(tokens))
     writer.add_token_merges(["a b", "b c", "ab c"])
     writer.add_bool("tokenizer.ggml.add_bos_token", True)
     if chat_template is not None:

@@ -24,7 +24,7 @@ from core.cli.models import TABLE_COLUMNS, format_table
 from core.cli.serve import commands
 from rest_bridge.settings import Settings
 from tests.conftest import ROOT
-from tests.unit.conftest import write_tiny_gguf
+from tests.unit.conftest import TINY_TOKENS, write_tiny_gguf
 
 SCRIPTS = {
     "minerva": "core.cli.__main__:main",
@@ -260,6 +260,17 @@ def test_check_reports_each_bad_file_and_exits_1(tmp_path: Path) -> None:
     assert lines[5].endswith("no such file or directory")
     # The path is shown once, not repeated by the reader's message.
     assert lines[2].count(str(bad_magic)) == 1
+
+
+def test_check_fails_a_vocabulary_that_lists_a_token_twice(tmp_path: Path) -> None:
+    """llama.cpp would abort loading it: `check` says so before a server tries."""
+    twice = write_tiny_gguf(tmp_path / "twice.gguf", tokens=[*TINY_TOKENS, "ab"])
+    lines, code = check_paths([twice])
+    assert code == 1
+    assert lines == [
+        f"FAIL  {twice}  its vocabulary lists the token b'ab' twice (ids 6 and 10); "
+        "llama.cpp cannot load such a file"
+    ]
 
 
 def test_check_a_safetensors_checkpoint_directory(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from core.engine_factory import EngineFactory, Sizing
@@ -51,3 +52,15 @@ def test_estimate_counts_weights_every_slots_kv_and_the_prompt_cache(
     kv = 2 * 18 * 8192 * 1 * (256 + 256)
     expected = gemma.metadata.file_size_bytes + kv + 64 * MB
     assert factory.estimate_bytes(spec(extra_model_path), gemma) == expected
+
+
+def test_hostile_head_counts_never_shrink_the_estimate(default_model_path: Path) -> None:
+    """Negative or zero counts in a header are unknown: the estimate falls back to the width of
+    the embedding (keys and values), never below it."""
+    factory = EngineFactory(default_context_size=2048, queue_size=4)
+    honest = read_gguf(default_model_path)
+    plain = factory.estimate_bytes(spec(default_model_path), honest)
+    for key, value in (("head_count_kv", -3), ("key_length", -64), ("head_count", -9)):
+        scalars = {**honest.scalars, f"llama.attention.{key}": value}
+        hostile = replace(honest, scalars=scalars)
+        assert factory.estimate_bytes(spec(default_model_path), hostile) >= plain

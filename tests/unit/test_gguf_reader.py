@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf
+from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf, repeated_token
 from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
 from tests.unit.conftest import TINY_PARAMETERS, TINY_TEMPLATE, TINY_TOKENS, write_tiny_gguf
 
@@ -447,3 +447,23 @@ def test_random_corruption_yields_header_or_invalid_model_file(tmp_path: Path) -
             outcomes["invalid"] += 1
     # Both outcomes occur: corrupting string bytes is harmless, lengths and types are not.
     assert outcomes["ok"] > 0 and outcomes["invalid"] > 0, outcomes
+
+
+def test_repeated_token_finds_the_first_text_listed_twice(
+    tiny_gguf: Path, make_tiny_gguf: Callable[..., Path]
+) -> None:
+    """llama.cpp aborts the process on a vocabulary with a repeated token: found beforehand."""
+    assert repeated_token(tiny_gguf) is None
+    tokens = [*TINY_TOKENS, "bc", "b"]
+    assert repeated_token(make_tiny_gguf("dup.gguf", tokens=tokens)) == (7, 10, b"bc")
+
+
+def test_repeated_token_on_a_truncated_token_list_is_invalid(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    data = tiny_gguf.read_bytes()
+    cut = data.index(b" hello")  # the last token's text
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(data[:cut])
+    with pytest.raises(InvalidModelFile):
+        repeated_token(path)

@@ -1,0 +1,64 @@
+"""A GGUF whose vocabulary repeats a token: llama.cpp would abort the whole process loading it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from gguf import GGUFReader
+from minerva.v1 import inference_pb2 as pb
+
+from core.server import start
+from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH
+from tests.core.conftest import Client, core_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def repeat_a_token(src: Path, dst: Path) -> tuple[int, int, bytes]:
+    """A copy of src in which a token takes the text of the one before it (one of the same
+    length, so the file stays well formed); returns both ids and that text."""
+    shutil.copy(src, dst)
+    reader = GGUFReader(dst, "r+")
+    field = reader.fields["tokenizer.ggml.tokens"]
+    texts = [field.parts[i] for i in field.data]
+    first = next(
+        i
+        for i in range(1000, len(texts) - 1)
+        if len(texts[i]) == len(texts[i + 1]) and bytes(texts[i]) != bytes(texts[i + 1])
+    )
+    texts[first + 1][:] = texts[first]
+    reader.data.flush()
+    return first, first + 1, bytes(texts[first])
+
+
+async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / DEFAULT_MODEL_PATH.name).symlink_to(DEFAULT_MODEL_PATH)
+    first, second, text = repeat_a_token(DEFAULT_MODEL_PATH, models / "twice.gguf")
+    core = await start(core_settings(models, allowed_roots=(models, DEFAULT_MODEL_PATH.parent)))
+    client = Client(core)
+    try:
+        request = pb.GenerateRequest(
+            model_id="twice", text="Hi", sampling=pb.SamplingParams(max_tokens=2)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in client.inference.Generate(request):
+                pass
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = caught.value.details() or ""
+        assert "twice.gguf" in details and repr(text) in details
+        assert f"ids {first} and {second}" in details
+        good = pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID,
+            text="The capital of France is",
+            sampling=pb.SamplingParams(temperature=0, max_tokens=4),
+        )
+        replies = [m async for m in client.inference.Generate(good)]
+        assert replies[-1].final.usage.completion_tokens == 4
+    finally:
+        await client.channel.close()
+        await core.stop(0)
