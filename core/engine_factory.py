@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from core.engine.base import Engine
 from core.engine.llama_backend import LoadOptions, ProgressSink, gpu_offload_supported
 from core.engine.llama_engine import LlamaEngine
-from core.engine.types import LoadProgress
+from core.engine.types import LoadProgress, LoadStage
 from core.errors import InvalidRequest, MinervaError
 from core.importer.hparams import FAMILIES
 from core.importer.importer import Importer
@@ -140,7 +140,7 @@ class EngineFactory:
         message = f"converting to a {spec.import_type.value} GGUF"
 
         def report(fraction: float) -> None:
-            progress(LoadProgress("converting", fraction, message))
+            progress(LoadProgress(LoadStage.CONVERTING, fraction, message))
 
         importer = self.importer
         try:

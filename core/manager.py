@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from core.engine.base import Engine
-from core.engine.types import EngineStats, LoadProgress
+from core.engine.types import EngineStats, LoadProgress, LoadStage
 from core.engine_factory import EngineFactory, Sizing
 from core.errors import (
     InsufficientStorage,
@@ -24,6 +24,7 @@ from core.errors import (
 from core.keep_alive import UNCHANGED, Default, KeepAlive, idle_ttl, reap_interval
 from core.metadata.types import HeaderInfo
 from core.model_slot import (
+    LoadState,
     Slot,
     file_identity,
     fresh_error,
@@ -35,9 +36,8 @@ from core.registry import ModelSpec, Registry, fingerprint
 
 log = logging.getLogger(__name__)
 
-StateListener = Callable[
-    [str, str], None
-]  # (model id, "unloaded" | "loading" | "loaded" | "failed")
+# Told each model's new load state: (model id, state).
+StateListener = Callable[[str, LoadState], None]
 
 # Refusals for now, not verdicts on the model: never remembered as its load failure.
 _RETRYABLE = (Overloaded, ShuttingDown, InsufficientStorage)
@@ -99,10 +99,10 @@ class ModelManager:
         if slot is not None and slot.engine is not None:
             slot.engine.set_threads(threads)
 
-    def state(self, model_id: str) -> tuple[str, str]:
+    def state(self, model_id: str) -> tuple[LoadState, str]:
         """(load state, last error) without loading anything."""
         slot = self._slots.get(model_id)
-        return (slot.state, slot.error) if slot else ("unloaded", "")
+        return (slot.state, slot.error) if slot else (LoadState.UNLOADED, "")
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -189,7 +189,7 @@ class ModelManager:
             self._reaper_wake.set()
         want = await self._wanted_context(slot, context_size)
         if slot.engine is not None and not pending(slot.draining) and slot.serves(want):
-            yield LoadProgress("ready", 1.0, "already loaded")
+            yield LoadProgress(LoadStage.READY, 1.0, "already loaded")
             return
         async for event in relay_progress(slot, self._acquire(slot, want)):
             yield event
@@ -254,7 +254,7 @@ class ModelManager:
                 raise UnsupportedModel(refusal)
             # A SafeTensors checkpoint is converted first: disk work, no memory budget needed.
             load_spec = await self._factory.prepare(spec, self._progress_sink(slot))
-            self._broadcast(slot, LoadProgress("queued", 0.0, "waiting for memory"))
+            self._broadcast(slot, LoadProgress(LoadStage.QUEUED, 0.0, "waiting for memory"))
             async with self._lock:
                 engine = await self._load_locked(slot, load_spec, context)
         except MinervaError as exc:
@@ -267,7 +267,7 @@ class ModelManager:
             raise error from exc
         log.info("model %s loaded (%.0f MB)", spec.id, engine.memory_bytes / 2**20)
         self._reaper_wake.set()  # its TTL may be the shortest now
-        self._on_state(spec.id, "loaded")
+        self._on_state(spec.id, LoadState.LOADED)
         return engine
 
     async def _before_load(self, slot: Slot, context: int | None) -> str:
@@ -295,7 +295,7 @@ class ModelManager:
         slot.fingerprint = await asyncio.to_thread(fingerprint, slot.spec.path)
         slot.estimate = self._factory.estimate_bytes(spec, header, context)
         await self._make_room(slot)
-        self._on_state(spec.id, "loading")
+        self._on_state(spec.id, LoadState.LOADING)
         progress = self._progress_sink(slot)
         slot.engine = await self._factory.load(spec, header, progress, context)
         slot.sizing, slot.loaded_context = self._factory.sizing(spec, header, context), context
@@ -306,7 +306,7 @@ class ModelManager:
         slot.error = reason
         if not isinstance(error, _RETRYABLE):
             slot.failure, slot.failed_file = error, tried_on
-        self._on_state(slot.spec.id, "failed")
+        self._on_state(slot.spec.id, LoadState.FAILED)
         log.warning("model %s failed to load: %s", slot.spec.id, reason)
 
     def _used_bytes(self) -> int:
@@ -363,7 +363,7 @@ class ModelManager:
 
     async def _close(self, model_id: str, engine: Engine) -> None:
         await engine.close()
-        self._on_state(model_id, "unloaded")
+        self._on_state(model_id, LoadState.UNLOADED)
 
     async def load_pinned(self) -> None:
         """Load pinned models; one that fails is reported and left failed, the rest still load."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -13,13 +14,22 @@ from pathlib import Path
 from typing import TypeGuard
 
 from core.engine.base import Engine
-from core.engine.types import LoadProgress
+from core.engine.types import LoadProgress, LoadStage
 from core.engine_factory import Sizing
 from core.errors import MinervaError
 from core.keep_alive import KeepAlive
 from core.registry import ModelSpec, fingerprint
 
 log = logging.getLogger("core.manager")
+
+
+class LoadState(enum.Enum):
+    """Whether a model is in memory (ModelInfo.load_state)."""
+
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"  # its last load failed; retried once its file or configuration changes
 
 
 @dataclass(eq=False)
@@ -73,16 +83,16 @@ class Slot:
                 await asyncio.wait_for(self.released.wait(), 0.05)
 
     @property
-    def state(self) -> str:
+    def state(self) -> LoadState:
         if self.engine is not None:
-            return "loaded"
+            return LoadState.LOADED
         if self.loading is not None:
-            return "loading"
-        return "failed" if self.error else "unloaded"
+            return LoadState.LOADING
+        return LoadState.FAILED if self.error else LoadState.UNLOADED
 
 
 async def relay_progress(slot: Slot, loading: Awaitable[Engine]) -> AsyncIterator[LoadProgress]:
-    """The slot's load progress while `loading` runs, then "ready" (or its error)."""
+    """The slot's load progress while `loading` runs, then READY (or its error)."""
     events: asyncio.Queue[LoadProgress] = asyncio.Queue()
     slot.listeners.append(events)
     task = asyncio.ensure_future(loading)
@@ -98,7 +108,7 @@ async def relay_progress(slot: Slot, loading: Awaitable[Engine]) -> AsyncIterato
         while not events.empty():
             yield events.get_nowait()
         task.result()
-        yield LoadProgress("ready", 1.0, "loaded")
+        yield LoadProgress(LoadStage.READY, 1.0, "loaded")
     finally:
         if getter is not None:
             getter.cancel()

@@ -24,6 +24,7 @@ from core.importer.cache import ImportCache
 from core.importer.importer import Importer
 from core.inference import Inference, RequestLimits
 from core.manager import ModelManager
+from core.model_slot import LoadState
 from core.registry import Registry
 from core.services.auth import AuthInterceptor, KeyRing
 from core.services.drain import DrainInterceptor
@@ -96,11 +97,11 @@ async def start(settings: Settings) -> CoreServer:
     health = health_aio.HealthServicer()
     core: CoreServer | None = None
 
-    def on_state(model_id: str, state: str) -> None:
+    def on_state(model_id: str, state: LoadState) -> None:
         if core is not None:
             core.spawn(
                 health.set(
-                    model_health_name(model_id), SERVING if state == "loaded" else NOT_SERVING
+                    model_health_name(model_id), SERVING if state is LoadState.LOADED else NOT_SERVING
                 )
             )
 

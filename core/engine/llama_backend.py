@@ -10,7 +10,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from core.engine.types import FlashAttention, LoadProgress
+from core.engine.types import FlashAttention, LoadProgress, LoadStage
 from core.engine.vocab import Vocab
 from core.errors import ModelLoadError
 
@@ -91,7 +91,7 @@ class LlamaModel:
     def _make_progress(progress: ProgressSink | None) -> object:
         def report(value: float, _user_data: ctypes.c_void_p) -> bool:
             if progress is not None:
-                progress(LoadProgress("loading_weights", float(value)))
+                progress(LoadProgress(LoadStage.LOADING_WEIGHTS, float(value)))
             return True  # false would abort the load
 
         return llama_cpp.llama_progress_callback(report)

@@ -25,6 +25,7 @@ from core.engine.types import (
     GenerationRequest,
     GenerationResult,
     LoadProgress,
+    LoadStage,
 )
 from core.errors import InvalidRequest, Overloaded
 
@@ -65,7 +66,7 @@ class LlamaEngine:
         model = LlamaModel(opts, progress)
         try:
             if progress is not None:
-                progress(LoadProgress("creating_context", 1.0, "allocating the KV cache"))
+                progress(LoadProgress(LoadStage.CREATING_CONTEXT, 1.0, "allocating the KV cache"))
             return cls(model, name, queue_size)
         except BaseException:
             model.close()  # a failed context must not leak the weights

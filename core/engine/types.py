@@ -19,6 +19,16 @@ class FlashAttention(enum.Enum):
     OFF = "off"
 
 
+class LoadStage(enum.Enum):
+    """Where a model load is: the steps LoadModel reports, in order."""
+
+    QUEUED = "queued"  # waiting for memory
+    CONVERTING = "converting"  # a SafeTensors checkpoint becoming GGUF
+    LOADING_WEIGHTS = "loading_weights"
+    CREATING_CONTEXT = "creating_context"
+    READY = "ready"
+
+
 class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
@@ -125,6 +135,6 @@ GenerationEvent = TokenChunk | GenerationResult
 class LoadProgress:
     """One step of a model load, as reported to LoadModel callers."""
 
-    stage: str  # "converting" | "queued" | "loading_weights" | "creating_context" | "ready"
+    stage: LoadStage
     progress: float = 0.0
     message: str = ""

@@ -24,11 +24,13 @@ from core.engine.types import (
     FinishReason,
     GenerationResult,
     LoadProgress,
+    LoadStage,
     TokenChunk,
 )
 from core.errors import InvalidRequest
 from core.keep_alive import UNCHANGED, Default, KeepAlive
 from core.metadata.types import ModelFormat, ModelMetadata
+from core.model_slot import LoadState
 
 _FORMATS = {
     ModelFormat.GGUF: models_pb2.MODEL_FORMAT_GGUF,
@@ -36,17 +38,17 @@ _FORMATS = {
     ModelFormat.PICKLE: models_pb2.MODEL_FORMAT_PICKLE,
 }
 LOAD_STATES = {
-    "unloaded": models_pb2.LOAD_STATE_UNLOADED,
-    "loading": models_pb2.LOAD_STATE_LOADING,
-    "loaded": models_pb2.LOAD_STATE_LOADED,
-    "failed": models_pb2.LOAD_STATE_FAILED,
+    LoadState.UNLOADED: models_pb2.LOAD_STATE_UNLOADED,
+    LoadState.LOADING: models_pb2.LOAD_STATE_LOADING,
+    LoadState.LOADED: models_pb2.LOAD_STATE_LOADED,
+    LoadState.FAILED: models_pb2.LOAD_STATE_FAILED,
 }
 _STAGES = {
-    "queued": models_pb2.LOAD_STAGE_QUEUED,
-    "converting": models_pb2.LOAD_STAGE_CONVERTING,
-    "loading_weights": models_pb2.LOAD_STAGE_LOADING_WEIGHTS,
-    "creating_context": models_pb2.LOAD_STAGE_CREATING_CONTEXT,
-    "ready": models_pb2.LOAD_STAGE_READY,
+    LoadStage.QUEUED: models_pb2.LOAD_STAGE_QUEUED,
+    LoadStage.CONVERTING: models_pb2.LOAD_STAGE_CONVERTING,
+    LoadStage.LOADING_WEIGHTS: models_pb2.LOAD_STAGE_LOADING_WEIGHTS,
+    LoadStage.CREATING_CONTEXT: models_pb2.LOAD_STAGE_CREATING_CONTEXT,
+    LoadStage.READY: models_pb2.LOAD_STAGE_READY,
 }
 _FINISH = {
     FinishReason.STOP: inference_pb2.FINISH_REASON_STOP,

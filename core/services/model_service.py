@@ -10,6 +10,7 @@ import grpc
 from minerva.v1 import models_pb2, models_pb2_grpc
 
 from core.chat.templates import select_template
+from core.engine.types import LoadStage
 from core.engine_factory import EngineFactory
 from core.errors import MinervaError
 from core.manager import ModelManager
@@ -122,7 +123,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         threads = threads_from_pb(request)
         async for event in self._catalog.manager.load(spec.id, keep_alive, context_size):
             message = progress_to_pb(event)
-            if event.stage == "ready":
+            if event.stage is LoadStage.READY:
                 if threads is not None:
                     self._catalog.manager.set_threads(spec.id, threads)
                 message.model.CopyFrom(self._catalog.describe(spec, strict=True))

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from core.engine.types import LoadStage
 from core.errors import InvalidRequest, ModelLoadError
 from core.manager import ModelManager
+from core.model_slot import LoadState
 from tests.core.test_manager_fixes import (
     CONFIGURED,
     MB,
@@ -93,7 +95,7 @@ async def test_load_model_with_another_size_reloads(models_dir: Path) -> None:
     manager = make_manager(models_dir, factory, budget=100 * MB)
     await lease_once(manager, "a")
     stages = [e.stage async for e in manager.load("a", context_size=1024)]
-    assert stages[-1] == "ready"
+    assert stages[-1] is LoadStage.READY
     assert factory.log == ["load a", "close a", "closed a", "load a 1024"]
     assert context_of(manager, "a") == 1024
 
@@ -106,7 +108,7 @@ async def test_a_size_below_one_or_over_the_budget_is_invalid(models_dir: Path, 
     with pytest.raises(InvalidRequest) as caught:
         await lease_once(manager, "a", size)
     assert caught.value.param == "context_size"
-    assert factory.log == [] and manager.state("a") == ("unloaded", "")
+    assert factory.log == [] and manager.state("a") == (LoadState.UNLOADED, "")
 
 
 async def test_a_failed_load_is_remembered_per_size(models_dir: Path) -> None:

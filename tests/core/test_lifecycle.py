@@ -12,6 +12,7 @@ import pytest_asyncio
 from minerva.v1 import inference_pb2 as pb
 from minerva.v1 import models_pb2
 
+from core.model_slot import LoadState
 from core.server import start
 from core.settings import ModelOptions
 from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH, EXTRA_MODEL_ID, EXTRA_MODEL_PATH
@@ -31,7 +32,7 @@ async def two_models(tmp_path: Path) -> AsyncIterator[Client]:
     await core.stop(0)
 
 
-def state(client: Client) -> dict[str, str]:
+def state(client: Client) -> dict[str, LoadState]:
     return {mid: client.core.manager.state(mid)[0] for mid in (DEFAULT_MODEL_ID, EXTRA_MODEL_ID)}
 
 
@@ -49,10 +50,16 @@ async def generate(client: Client, model_id: str, tokens: int = 2) -> pb.Generat
 
 async def test_lru_eviction_under_the_memory_budget(two_models: Client) -> None:
     await generate(two_models, DEFAULT_MODEL_ID)
-    assert state(two_models) == {DEFAULT_MODEL_ID: "loaded", EXTRA_MODEL_ID: "unloaded"}
+    assert state(two_models) == {
+        DEFAULT_MODEL_ID: LoadState.LOADED,
+        EXTRA_MODEL_ID: LoadState.UNLOADED,
+    }
     final = await generate(two_models, EXTRA_MODEL_ID)
     assert final.usage.completion_tokens == 2
-    assert state(two_models) == {DEFAULT_MODEL_ID: "unloaded", EXTRA_MODEL_ID: "loaded"}
+    assert state(two_models) == {
+        DEFAULT_MODEL_ID: LoadState.UNLOADED,
+        EXTRA_MODEL_ID: LoadState.LOADED,
+    }
     listed = await two_models.models.ListModels(models_pb2.ListModelsRequest())
     states = {m.id: m.load_state for m in listed.models}
     assert states[EXTRA_MODEL_ID] == models_pb2.LOAD_STATE_LOADED
@@ -87,15 +94,17 @@ async def test_idle_models_are_reaped_but_pinned_ones_stay(tmp_path: Path) -> No
     core = await start(settings)
     client = Client(core)
     try:
-        assert core.manager.state("pinned-smol")[0] == "loaded"  # pinned: loaded at start-up
+        assert (
+            core.manager.state("pinned-smol")[0] is LoadState.LOADED
+        )  # pinned: loaded at start-up
         await generate(client, DEFAULT_MODEL_ID)
         # The server's own reaper task unloads it once idle past the TTL.
         for _ in range(100):
-            if core.manager.state(DEFAULT_MODEL_ID)[0] == "unloaded":
+            if core.manager.state(DEFAULT_MODEL_ID)[0] is LoadState.UNLOADED:
                 break
             await asyncio.sleep(0.02)
-        assert core.manager.state(DEFAULT_MODEL_ID)[0] == "unloaded"
-        assert core.manager.state("pinned-smol")[0] == "loaded"
+        assert core.manager.state(DEFAULT_MODEL_ID)[0] is LoadState.UNLOADED
+        assert core.manager.state("pinned-smol")[0] is LoadState.LOADED
     finally:
         await client.channel.close()
         await core.stop(0)
@@ -210,7 +219,7 @@ async def test_an_unimportable_safetensors_file_fails_without_evicting(tmp_path:
                 pass
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "config.json is missing" in (err.value.details() or "")
-        assert core.manager.state(DEFAULT_MODEL_ID)[0] == "loaded", (
+        assert core.manager.state(DEFAULT_MODEL_ID)[0] is LoadState.LOADED, (
             "evicted for a model it cannot serve"
         )
         assert (await generate(client, DEFAULT_MODEL_ID)).usage.completion_tokens == 2
@@ -231,10 +240,7 @@ async def test_a_pinned_model_that_fails_does_not_stop_the_server(tmp_path: Path
     core = await start(settings)
     client = Client(core)
     try:
-        assert core.manager.state("broken-pinned") == (
-            "failed",
-            core.manager.state("broken-pinned")[1],
-        )
+        assert core.manager.state("broken-pinned")[0] is LoadState.FAILED
         assert "magic" in core.manager.state("broken-pinned")[1].lower()
         assert (await generate(client, DEFAULT_MODEL_ID)).usage.completion_tokens == 2
         chat = client.inference.Chat(

@@ -14,6 +14,7 @@ import pytest
 from core.engine_factory import EngineFactory, Sizing
 from core.errors import InvalidModelFile, ModelLoadError, Overloaded
 from core.manager import ModelManager
+from core.model_slot import LoadState
 from core.registry import ModelSpec, Registry
 from core.settings import Settings
 from tests.unit.conftest import write_tiny_gguf
@@ -150,7 +151,7 @@ async def test_a_lease_during_unload_loads_only_after_the_close(models_dir: Path
     await asyncio.wait_for(lease, 5)
     assert factory.log == ["load a", "close a", "closed a", "load a"]
     assert factory.most_alive == 1
-    assert manager.state("a") == ("loaded", "")
+    assert manager.state("a") == (LoadState.LOADED, "")
 
 
 async def test_a_closing_model_still_counts_against_the_budget(models_dir: Path) -> None:
@@ -181,13 +182,13 @@ async def test_a_failed_load_is_remembered_until_the_file_changes(models_dir: Pa
         async for _ in manager.load("a"):  # an explicit LoadModel gets the same answer
             pass
     assert factory.loads == 1
-    assert manager.state("a") == ("failed", "load failed: cannot allocate the weights")
+    assert manager.state("a") == (LoadState.FAILED, "load failed: cannot allocate the weights")
 
     factory.error = None
     touch(models_dir / "a.gguf")
     await lease_once(manager, "a")
     assert factory.loads == 2
-    assert manager.state("a") == ("loaded", "")
+    assert manager.state("a") == (LoadState.LOADED, "")
 
 
 async def test_a_remembered_failure_keeps_its_error_class(
@@ -232,7 +233,7 @@ async def test_overloaded_is_not_remembered(models_dir: Path) -> None:
             await lease_once(manager, "b")
     await lease_once(manager, "b")  # a is idle now: evicted, and b loads
     assert factory.log == ["load a", "close a", "closed a", "load b"]
-    assert manager.state("b") == ("loaded", "")
+    assert manager.state("b") == (LoadState.LOADED, "")
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> list[Any]:
