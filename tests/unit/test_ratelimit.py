@@ -12,6 +12,7 @@ from minerva.v1.ratelimit import (
     RateLimiter,
     RateLimitSyntaxError,
     TokenMeter,
+    address_group,
     go_duration,
     parse_limit,
 )
@@ -56,6 +57,31 @@ def test_each_caller_has_its_own_bucket() -> None:
     assert rl.admit("k1", None).allowed
     assert not rl.admit(None, "10.0.0.1").allowed
     assert not rl.admit("k1", None).allowed
+
+
+def test_ipv6_clients_share_a_bucket_per_64() -> None:
+    """Addresses within one /64 are the client's own to pick: they count as one caller."""
+    rl, _ = limiter(rpm=1)
+    assert rl.admit(None, "2001:db8:1:2::10").allowed
+    assert not rl.admit(None, "2001:db8:1:2:ffff::99").allowed  # same /64
+    assert rl.admit(None, "2001:db8:1:3::10").allowed  # the next /64
+    assert rl.admit(None, "192.0.2.7").allowed
+    assert not rl.admit(None, "::ffff:192.0.2.7").allowed  # the same IPv4 client
+
+
+@pytest.mark.parametrize(
+    ("address", "group"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:db8::1", "2001:db8::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("unix:/run/minerva.sock", "unix:/run/minerva.sock"),
+        (None, "-"),
+    ],
+)
+def test_address_group(address: str | None, group: str) -> None:
+    assert address_group(address) == group
 
 
 def test_tokens_are_charged_after_the_fact_and_refuse_until_repaid() -> None:

@@ -4,6 +4,7 @@ OpenAI's header names, as HTTP headers by the bridge and as gRPC metadata by the
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -193,7 +194,24 @@ class RateLimiter:
 
 
 def _caller(key: str | None, address: str | None) -> str:
-    return f"key:{key}" if key is not None else f"address:{address or '-'}"
+    return f"key:{key}" if key is not None else f"address:{address_group(address)}"
+
+
+def address_group(address: str | None) -> str:
+    """The bucket of a client without a key: its IPv4 address, or its IPv6 /64 (the share of
+    one host or site: addresses within it are its own to pick, and would each get a bucket);
+    an IPv4-mapped IPv6 address is its IPv4 one. Anything else (a unix socket) as given."""
+    if not address:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # without an IPv6 zone
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class TokenMeter:
