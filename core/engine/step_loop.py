@@ -165,11 +165,20 @@ class StepLoop:
                 self._kv_pressure = False
 
     def _next_work(self) -> bool:
-        """Wait until there is something to do; False once closed and drained."""
-        with self._cv:
-            while not self._waiting and not self._running and not self._closed:
-                self._cv.wait()
-            return bool(self._waiting or self._running)
+        """Wait until there is something to do, meanwhile moving idle caches to host RAM one at
+        a time (a request that arrives waits for one at most); False once closed and drained."""
+        while True:
+            with self._cv:
+                if self._waiting or self._running or self._closed:
+                    return bool(self._waiting or self._running)
+                if not self._table.has_parkable():
+                    self._cv.wait()
+                    continue
+            try:
+                self._table.park_one()
+            except Exception:  # a bug or a llama.cpp failure: nothing runs, forget every cache
+                log.exception("model %s: moving an idle cache failed", self._name)
+                self._table.reset()
 
     def _admit(self) -> None:
         """Admit waiting requests in arrival order while slots are free."""
