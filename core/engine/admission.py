@@ -48,8 +48,7 @@ class SlotTable:
         job.slots = [primary, *extra]
         for slot in job.slots:
             slot.busy = True
-        while self.park_one():  # before its first step: the same KV layout for the same requests
-            pass
+        self.park_all()  # before its first step: the same KV layout for the same requests
         return True
 
     def _reuse(self, slot: Slot, prompt: tuple[int, ...]) -> int:
@@ -128,7 +127,12 @@ class SlotTable:
         size = self._ctx.state_size(slot.seq_id) if size is None else size
         if size > self.cache.capacity_bytes:
             return  # would be refused: don't copy it first
-        self.cache.put(slot.tokens, self._ctx.save_seq(slot.seq_id, size))
+        try:
+            state = self._ctx.save_seq(slot.seq_id, size)
+        except Exception:  # the cache only saves time: the request goes on without it
+            log.exception("saving slot %d to the prompt cache failed", slot.seq_id)
+            return
+        self.cache.put(slot.tokens, state)
         log.debug("saved %d tokens of slot %d to the prompt cache", len(slot.tokens), slot.seq_id)
 
     def fork(self, job: Job) -> None:
@@ -162,12 +166,22 @@ class SlotTable:
         """
         for slot in self._parkable():
             size = self._ctx.state_size(slot.seq_id)
-            if size > self.cache.capacity_bytes:
-                slot.unparkable = True  # stays in the KV cache until it serves again
+            if self.cache.size_bytes + size > self.cache.capacity_bytes:
+                # Only into free room: pushing out saved prefixes would lose caches that the
+                # KV pool holds well enough. It stays there until it serves again.
+                slot.unparkable = True
                 continue
             self._empty(slot, size=size)
             return True
         return False
+
+    def park_all(self) -> None:
+        """park_one until none is left; a failure is logged, not raised (it only saves time)."""
+        try:
+            while self.park_one():
+                pass
+        except Exception:
+            log.exception("moving idle caches to host RAM failed")
 
     def has_parkable(self) -> bool:
         return any(True for _ in self._parkable())

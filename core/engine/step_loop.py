@@ -174,11 +174,17 @@ class StepLoop:
                 if not self._table.has_parkable():
                     self._cv.wait()
                     continue
-            try:
-                self._table.park_one()
-            except Exception:  # a bug or a llama.cpp failure: nothing runs, forget every cache
-                log.exception("model %s: moving an idle cache failed", self._name)
-                self._table.reset()
+            if not self._park_one():
+                self._table.reset()  # nothing runs: forget every cache rather than retry forever
+
+    def _park_one(self) -> bool:
+        """Move one idle cache to host RAM; False if that failed (logged: it only saves time)."""
+        try:
+            self._table.park_one()
+        except Exception:
+            log.exception("model %s: moving an idle cache to host RAM failed", self._name)
+            return False
+        return True
 
     def _admit(self) -> None:
         """Admit waiting requests in arrival order while slots are free."""
@@ -226,7 +232,7 @@ class StepLoop:
             self._end(job)
         if not self._running:
             return
-        self._table.park_one()  # one idle cache per step: its cells slow every query
+        self._park_one()  # one idle cache per step: its cells slow every query
         plan = self._decode()
         self._commit(plan)
         self._sample(plan)

@@ -410,7 +410,8 @@ def _first_repeat(cur: _Cursor, count: int, key: str) -> tuple[int, int, bytes] 
     for i in range(count):
         n = cur.u64(f"array {key!r} item {i}")
         cur.need(n, f"array {key!r} item {i}")
-        text = bytes(cur.buf[cur.pos : cur.pos + n])
+        # As llama.cpp reads it: a C string (to the first NUL); an empty one is "[EMPTY_<id>]".
+        text = bytes(cur.buf[cur.pos : cur.pos + n]).partition(b"\0")[0] or b"[EMPTY_%d]" % i
         cur.pos += n
         first = seen.setdefault(text, i)
         if first != i:

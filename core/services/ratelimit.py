@@ -5,6 +5,7 @@ trailing metadata, and every admitted call carries the same facts in its trailin
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,10 +22,11 @@ COUNTED_PREFIX = "/minerva.v1.InferenceService/"
 
 
 def peer_host(peer: str) -> str:
-    """The host of a gRPC peer string: `ipv4:1.2.3.4:5`, `ipv6:[::1]:5`, `unix:/path`."""
+    """The host of a gRPC peer string: `ipv4:1.2.3.4:5`, `ipv6:[::1]:5`, `unix:/path`; grpcio
+    percent-encodes an IPv6 peer's brackets (`ipv6:%5B::1%5D:5`)."""
     kind, _, rest = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
-        return rest.rpartition(":")[0].strip("[]")
+        return urllib.parse.unquote(rest).rpartition(":")[0].strip("[]")
     return peer
 
 

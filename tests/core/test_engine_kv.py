@@ -193,6 +193,43 @@ async def test_idle_caches_move_to_host_ram_and_conversations_resume(
             assert held == sorted(len(chat) + 3 for chat in chats[:2])
         finally:
             await engine.close()
+    # Room for one: the second stays in the KV pool rather than push the first out.
+    engine = await load(
+        default_model_path, context_size=1024, slots=4, prompt_cache_bytes=4 * 2**20
+    )
+    try:
+        for chat in chats[:2]:
+            await greedy_ids(engine, chat, 4)
+        await settled(engine)
+        table = engine._steps._table
+        assert [len(s.tokens) for s in table.slots if s.tokens] == [len(chats[1]) + 3]
+        assert len(table.cache) == 1
+        result = await greedy_ids(engine, [*chats[0], *more], 1)
+        assert result.cached_tokens >= len(chats[0])
+    finally:
+        await engine.close()
+
+
+async def test_a_failing_move_to_host_ram_costs_no_request(
+    default_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving caches out only saves time: when it fails, requests still run and slots free."""
+    engine = await load(
+        default_model_path, context_size=1024, slots=2, prompt_cache_bytes=64 * 2**20
+    )
+    vocab = engine.tokenizer
+
+    def broken(*_args: object) -> bytes:
+        raise RuntimeError("no host memory")
+
+    monkeypatch.setattr(engine._steps._table._ctx, "save_seq", broken)
+    try:
+        for i in range(4):  # more requests than slots, one after another
+            chat = await vocab.tokenize(" ".join(SHIPS[8 * i : 8 * i + 8]), True, False)
+            assert (await greedy_ids(engine, chat, 3)).completion_tokens == 3
+        assert not any(s.busy for s in engine._steps._table.slots)
+    finally:
+        await engine.close()
 
 
 async def test_a_cache_gone_idle_beside_a_running_request_moves_out(

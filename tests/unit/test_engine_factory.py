@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from core.engine.types import FlashAttention
 from core.engine_factory import EngineFactory, Sizing
 from core.metadata.gguf_reader import read_gguf
 from core.metadata.types import ModelFormat
@@ -35,7 +36,9 @@ def test_a_requested_context_is_clamped_to_the_trained_one(default_model_path: P
     assert factory.context_size(configured, header, 10**6) == 8192
     assert factory.sizing(configured, header, 512) == Sizing(512, 8, 2048)
     small, large = (factory.estimate_bytes(configured, header, n) for n in (512, 4096))
-    assert large - small == 2 * 30 * (4 * 4096 - 4 * 512) * 3 * (64 + 64)  # the KV pool grows
+    kv_growth = 2 * 30 * (4 * 4096 - 4 * 512) * 3 * (64 + 64)  # the KV pool grows...
+    scores_growth = 4 * (4 * 4096 - 4 * 512) * 512 * 9  # ...and so do the attention scores
+    assert large - small == kv_growth + scores_growth
 
 
 def test_estimate_counts_weights_every_slots_kv_and_the_prompt_cache(
@@ -45,12 +48,16 @@ def test_estimate_counts_weights_every_slots_kv_and_the_prompt_cache(
     smol = read_gguf(default_model_path)
     # SmolLM2-135M: 30 layers, 3 KV heads of 64 (keys and values), f16, 8192 shared cells.
     kv = 2 * 30 * 8192 * 3 * (64 + 64)
-    expected = smol.metadata.file_size_bytes + kv + 64 * MB
+    # Without flash attention (the CPU's default): f32 scores of a 512-token batch, 9 heads.
+    scores = 4 * 8192 * 512 * 9
+    expected = smol.metadata.file_size_bytes + kv + scores + 64 * MB
     assert factory.estimate_bytes(spec(default_model_path), smol) == expected
+    flash = spec(default_model_path, flash_attn=FlashAttention.ON)
+    assert factory.estimate_bytes(flash, smol) == expected - scores
     # Gemma 3 270M: 18 layers, 1 KV head of 256 (head size from key_length, not 640 / 4).
     gemma = read_gguf(extra_model_path)
     kv = 2 * 18 * 8192 * 1 * (256 + 256)
-    expected = gemma.metadata.file_size_bytes + kv + 64 * MB
+    expected = gemma.metadata.file_size_bytes + kv + 4 * 8192 * 512 * 4 + 64 * MB
     assert factory.estimate_bytes(spec(extra_model_path), gemma) == expected
 
 

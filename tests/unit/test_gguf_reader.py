@@ -456,6 +456,13 @@ def test_repeated_token_finds_the_first_text_listed_twice(
     assert repeated_token(tiny_gguf) is None
     tokens = [*TINY_TOKENS, "bc", "b"]
     assert repeated_token(make_tiny_gguf("dup.gguf", tokens=tokens)) == (7, 10, b"bc")
+    # Compared as llama.cpp reads them: C strings, an empty one named by its id.
+    empty = [*TINY_TOKENS, "", ""]
+    assert repeated_token(make_tiny_gguf("empty.gguf", tokens=empty)) is None
+    nul = [*TINY_TOKENS, "q\0x", "q\0y"]
+    assert repeated_token(make_tiny_gguf("nul.gguf", tokens=nul)) == (10, 11, b"q")
+    named = [*TINY_TOKENS, "", "[EMPTY_10]"]
+    assert repeated_token(make_tiny_gguf("named.gguf", tokens=named)) == (10, 11, b"[EMPTY_10]")
 
 
 def test_repeated_token_on_a_truncated_token_list_is_invalid(

@@ -17,6 +17,8 @@ from minerva.v1.ratelimit import (
     parse_limit,
 )
 
+from core.services.ratelimit import peer_host
+
 
 class Clock:
     def __init__(self) -> None:
@@ -182,3 +184,16 @@ def test_the_meter_takes_a_finals_usage_else_the_tokens_chunks_carried() -> None
     embedded = TokenMeter()
     embedded.see(pb.EmbedResponse(usage=pb.Usage(prompt_tokens=7)))
     assert embedded.tokens == 7
+
+
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        ("ipv4:10.0.0.1:5000", "10.0.0.1"),
+        ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:%5B2001:db8::1%5D:5000", "2001:db8::1"),  # as grpcio writes it
+        ("unix:/run/minerva.sock", "unix:/run/minerva.sock"),
+    ],
+)
+def test_peer_host(peer: str, host: str) -> None:
+    assert peer_host(peer) == host
