@@ -11,7 +11,7 @@ from core.engine.base import Engine
 from core.engine.llama_backend import (
     LoadOptions,
     ProgressSink,
-    flash_attn_type,
+    flash_attn_off,
     gpu_offload_supported,
 )
 from core.engine.llama_engine import LlamaEngine
@@ -177,14 +177,8 @@ class EngineFactory:
         cells = sizing.kv_cache_tokens
         kv_bytes = 2 * meta.layer_count * cells * _kv_width(header)  # f16
         scores = 0
-        if flash_attn_type(spec.flash_attn, spec.n_gpu_layers) == 0:
-            batch = batch_size(sizing.context_size)
-            scores = (
-                4
-                * cells
-                * batch
-                * (_int(header.scalars.get(f"{meta.architecture}.attention.head_count")) or 1)
-            )
+        if flash_attn_off(spec.flash_attn, spec.n_gpu_layers):
+            scores = 4 * cells * batch_size(sizing.context_size) * (_heads(header) or 1)  # f32
         return meta.file_size_bytes + kv_bytes + scores + self.prompt_cache_bytes
 
     async def load(
@@ -204,13 +198,18 @@ def _kv_width(header: HeaderInfo) -> int:
     """Keys plus values per token and layer: KV heads x (key + value length) when known."""
     meta, scalars = header.metadata, header.scalars
     arch = meta.architecture
-    heads = _int(scalars.get(f"{arch}.attention.head_count"))
+    heads = _heads(header)
     if not heads:
         return 2 * meta.embedding_length
     kv_heads = _int(scalars.get(f"{arch}.attention.head_count_kv")) or heads
     key = _int(scalars.get(f"{arch}.attention.key_length")) or meta.embedding_length // heads
     value = _int(scalars.get(f"{arch}.attention.value_length")) or key
     return kv_heads * (key + value)
+
+
+def _heads(header: HeaderInfo) -> int:
+    """Attention (query) heads; 0 when the header does not say."""
+    return _int(header.scalars.get(f"{header.metadata.architecture}.attention.head_count"))
 
 
 def _int(value: object) -> int:

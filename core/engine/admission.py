@@ -109,9 +109,7 @@ class SlotTable:
                 keep = 0
             del slot.tokens[keep:]
 
-    def _empty(
-        self, slot: Slot, keep_hint: tuple[int, ...] = (), size: int | None = None
-    ) -> None:
+    def _empty(self, slot: Slot, keep_hint: tuple[int, ...] = (), size: int | None = None) -> None:
         """Drop the slot's cache (saving it first); `size`: its state size, when known."""
         if slot.tokens:
             self._save(slot, common_prefix(slot.tokens, keep_hint), size)
@@ -165,26 +163,24 @@ class SlotTable:
         returning conversation restores its cache from host RAM.
         """
         for slot in self._parkable():
-            size = self._ctx.state_size(slot.seq_id)
-            if self.cache.size_bytes + size > self.cache.capacity_bytes:
-                # Only into free room: pushing out saved prefixes would lose caches that the
-                # KV pool holds well enough. It stays there until it serves again.
-                slot.unparkable = True
-                continue
-            self._empty(slot, size=size)
-            return True
+            try:
+                size = self._ctx.state_size(slot.seq_id)
+                if self.cache.size_bytes + size <= self.cache.capacity_bytes:
+                    self._empty(slot, size=size)
+                    return True
+            except Exception:  # it only saves time: never a request's failure
+                log.exception("moving slot %d to host RAM failed", slot.seq_id)
+            # Only into free room: pushing out saved prefixes would lose caches that the KV
+            # pool holds well enough. It stays there until it serves again.
+            slot.unparkable = True
         return False
 
     def park_all(self) -> None:
-        """park_one until none is left; a failure is logged, not raised (it only saves time)."""
-        try:
-            while self.park_one():
-                pass
-        except Exception:
-            log.exception("moving idle caches to host RAM failed")
+        while self.park_one():
+            pass
 
     def has_parkable(self) -> bool:
-        return any(True for _ in self._parkable())
+        return next(self._parkable(), None) is not None
 
     def _parkable(self) -> Iterator[Slot]:
         """Idle slots whose caches may move to host RAM, least recently used first."""

@@ -53,6 +53,11 @@ def flash_attn_type(setting: FlashAttention, n_gpu_layers: int) -> int:
     return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
+def flash_attn_off(setting: FlashAttention, n_gpu_layers: int) -> bool:
+    """Whether the context is built without flash attention whatever llama.cpp would choose."""
+    return flash_attn_type(setting, n_gpu_layers) == llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+
+
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """How to load one model and size its generation context."""

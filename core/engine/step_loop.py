@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 
 from core.engine.admission import SlotTable
 from core.engine.batch_context import DECODE_NO_KV_SLOT, BatchContext
-from core.engine.constrained import Candidates, LazyGrammar, sample_constrained
+from core.engine.choice_picker import ChoicePicker
 from core.engine.llama_backend import LlamaModel, LoadOptions
 from core.engine.prompt_cache import PromptCache
-from core.engine.samplers import new_chain, plain_greedy
 from core.engine.sequence import Choice, Job, JobState
 from core.engine.types import EngineStats, FinishReason
 from core.errors import InvalidRequest, Overloaded
@@ -29,8 +28,6 @@ log = logging.getLogger(__name__)
 MIN_CHUNK = 16
 # Steps a prefilling request may go without prompt tokens before it is served first.
 STARVED_STEPS = 8
-# Longest a grammar may take to check one token before its request is failed.
-GRAMMAR_STEP_LIMIT_S = 0.25
 
 
 @dataclass
@@ -54,7 +51,7 @@ class StepLoop:
         self._vocab = model.vocab
         self._ctx = BatchContext(model, opts.kv_cells, opts.batch_size, opts.slots)
         self._table = SlotTable(self._ctx, opts.slots, PromptCache(opts.prompt_cache_bytes))
-        self._candidates = Candidates(self._vocab.n_vocab)  # for grammar-constrained choices
+        self._picker = ChoicePicker(name, self._ctx, self._vocab)
         self._limit = opts.slots + queue_size  # running plus waiting requests
         self._cv = threading.Condition()
         self._waiting: collections.deque[Job] = collections.deque()
@@ -174,17 +171,7 @@ class StepLoop:
                 if not self._table.has_parkable():
                     self._cv.wait()
                     continue
-            if not self._park_one():
-                self._table.reset()  # nothing runs: forget every cache rather than retry forever
-
-    def _park_one(self) -> bool:
-        """Move one idle cache to host RAM; False if that failed (logged: it only saves time)."""
-        try:
             self._table.park_one()
-        except Exception:
-            log.exception("model %s: moving an idle cache to host RAM failed", self._name)
-            return False
-        return True
 
     def _admit(self) -> None:
         """Admit waiting requests in arrival order while slots are free."""
@@ -232,7 +219,7 @@ class StepLoop:
             self._end(job)
         if not self._running:
             return
-        self._park_one()  # one idle cache per step: its cells slow every query
+        self._table.park_one()  # one idle cache per step: its cells slow every query
         plan = self._decode()
         self._commit(plan)
         self._sample(plan)
@@ -309,38 +296,12 @@ class StepLoop:
                 job.clock.prompt_done = time.perf_counter()
                 self._table.fork(job)
                 try:
-                    job.choices = self._choices(job)
+                    job.choices = self._picker.choices(job)
                 except Exception as exc:  # this request's samplers, not everyone's
                     log.exception("model %s: sampler setup failed", self._name)
                     self._end(job, error=exc)
                     continue
                 job.state = JobState.DECODING
-
-    def _choices(self, job: Job) -> list[Choice]:
-        """One Choice per slot of the job, each with its own sampler chain (seed + index)."""
-        request, choices = job.request, []
-        greedy = plain_greedy(request.sampling)
-        try:
-            for index, slot in enumerate(job.slots):
-                seed = request.sampling.seed_for(index)
-                chain = new_chain(
-                    self._vocab.n_vocab, request.sampling, seed, job.prompt, request.max_tokens
-                )
-                choices.append(Choice(index, slot, chain, job, argmax=greedy))
-                if job.grammar:
-                    grammar = self._vocab.grammar_sampler(job.grammar)
-                    if grammar is None:
-                        raise RuntimeError("a grammar that compiled before no longer does")
-                    trigger = request.sampling.grammar_trigger
-                    if trigger:
-                        choices[-1].lazy = LazyGrammar(grammar, trigger.encode())
-                    else:
-                        choices[-1].grammar = grammar
-        except BaseException:
-            for choice in choices:
-                choice.free_chain()
-            raise
-        return choices
 
     def _sample(self, plan: _Plan) -> None:
         batch_index = self._batch_indices(plan)
@@ -350,7 +311,7 @@ class StepLoop:
                 if i is None:
                     continue
                 try:
-                    token = self._pick(choice, i)
+                    token = self._picker.pick(choice, i)
                 except InvalidRequest as exc:  # its grammar is too slow to follow
                     self._end(job, error=exc)
                     break
@@ -367,42 +328,7 @@ class StepLoop:
                 )
                 choice.accept(token, self._vocab, scored)
                 if choice.lazy is not None:  # still generating, its grammar not yet triggered
-                    self._watch(choice, choice.lazy, token)
-
-    def _watch(self, choice: Choice, lazy: LazyGrammar, token: int) -> None:
-        """Starts the choice's lazy grammar when the token completes its trigger (control
-        tokens count by their text, as llama.cpp's grammar reads them)."""
-        started = lazy.feed(self._vocab.piece(token, special=True))
-        if started is None:
-            return
-        choice.lazy = None
-        if lazy.wake(started, self._vocab, self._candidates):
-            choice.grammar = lazy.grammar
-            return
-        # The model wrote the trigger and then something no call starts with: the rest stays
-        # free, and the parser reads what it can (a call cut short is dropped).
-        log.debug("model %s: %r does not start a grammar; left unconstrained", self._name, started)
-        self._vocab.free_sampler(lazy.grammar)
-
-    def _pick(self, choice: Choice, index: int) -> int | None:
-        if choice.grammar is None:
-            if choice.argmax:
-                return self._ctx.argmax(index)
-            return self._ctx.sample(choice.chain, index)
-        started = time.perf_counter()
-        token = sample_constrained(
-            choice.chain, choice.grammar, self._ctx.logits(index), self._candidates
-        )
-        # Some grammars cost exponentially more with each token, inside llama.cpp where nothing
-        # can interrupt them; stop following one before it stalls every request on the model.
-        if time.perf_counter() - started > GRAMMAR_STEP_LIMIT_S:
-            field = choice.job.request.sampling.grammar_param
-            raise InvalidRequest(
-                f"{field}: one token took over {GRAMMAR_STEP_LIMIT_S} s to check; "
-                "simplify the grammar or schema",
-                param=field,
-            )
-        return token
+                    self._picker.watch(choice, choice.lazy, token)
 
     def _batch_indices(self, plan: _Plan) -> dict[int, int]:
         """Where each choice samples this step: its decoded token, or its prompt's last token."""
