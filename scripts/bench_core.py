@@ -106,9 +106,16 @@ async def _one(
     return Run.timed(start, stamps)
 
 
+# Decoding right after an embedding call, against the plain runs just before it: the embedding
+# thread's OpenMP workers must not outlive the call (core.engine.openmp).
+AFTER_EMBEDDING = "plain, after an embedding call"
+AFTER_EMBEDDING_TARGET = 0.9
+
+
 async def bench_grpc(address: str, max_tokens: int, rounds: int) -> dict[str, list[Run]]:
     """Plain decoding and each variant, interleaved per prompt (the order rotating each round),
-    so that drift on a busy machine hits every variant alike: runs[name][i] are paired."""
+    so that drift on a busy machine hits every variant alike: runs[name][i] are paired. Then
+    plain decoding once more, after an embedding call (paired with the last round's plain)."""
     names = ["plain", *VARIANTS]
     runs: dict[str, list[Run]] = {name: [] for name in names}
     async with grpc.aio.insecure_channel(address) as channel:
@@ -120,6 +127,9 @@ async def bench_grpc(address: str, max_tokens: int, rounds: int) -> dict[str, li
                 for name in order:
                     sampling = VARIANTS[name][0] if name in VARIANTS else {}
                     runs[name].append(await _one(stub, prompt, max_tokens, sampling))
+        inputs = [pb.EmbedInput(text=prompt) for prompt in PROMPTS]
+        await stub.Embed(pb.EmbedRequest(model_id=MODEL_ID, inputs=inputs))
+        runs[AFTER_EMBEDDING] = [await _one(stub, p, max_tokens, {}) for p in PROMPTS]
     return runs
 
 
@@ -152,6 +162,19 @@ def start_core(models_dir: Path, threads: int, ctx: int) -> tuple[subprocess.Pop
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("core did not start")
+
+
+def print_after_embedding(runs: dict[str, list[Run]]) -> None:
+    after, before = runs[AFTER_EMBEDDING], runs["plain"][-len(PROMPTS) :]
+    ratio = statistics.median(
+        a.decode_tps / b.decode_tps for a, b in zip(after, before, strict=True)
+    )
+    verdict = "PASS" if ratio >= AFTER_EMBEDDING_TARGET else "MISS"
+    print(
+        f"\n{AFTER_EMBEDDING:<28}{summarize(after)[1]:>10.1f}{summarize(before)[1]:>10.1f}"
+        f"{ratio:>8.2f}  >= {AFTER_EMBEDDING_TARGET} {verdict}"
+    )
+    print("(decode tok/s after, before; ratio: median over prompts of after / before)")
 
 
 def main() -> int:
@@ -197,6 +220,7 @@ def main() -> int:
         print(
             f"{name:<28}{variants[name][1]:>10.1f}{via_grpc[1]:>10.1f}{ratio:>8.2f}  >= {target} {verdict}"
         )
+    print_after_embedding(runs)
 
     print("\nmetadata (header) reads")
     for name, value in measure(model).items():

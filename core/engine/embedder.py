@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import llama_cpp
 
+from core.engine import openmp
 from core.engine.llama_backend import LlamaModel
 
 # The whole input must fit one micro-batch for pooling; keep the compute buffer modest.
@@ -30,10 +31,13 @@ class Embedder:
     ) -> list[list[float]]:
         """One vector per input; stops early (returning what it has) once `cancelled` is set."""
         vectors = []
-        for tokens in inputs:
-            if cancelled.is_set():
-                break
-            vectors.append(self.embed(tokens))
+        try:
+            for tokens in inputs:
+                if cancelled.is_set():
+                    break
+                vectors.append(self.embed(tokens))
+        finally:
+            openmp.release_threads()  # this thread computes again only on the next call
         return vectors
 
     def embed(self, tokens: Sequence[int]) -> list[float]:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from core.engine import openmp
 from core.engine.admission import SlotTable
 from core.engine.batch_context import DECODE_NO_KV_SLOT, BatchContext
 from core.engine.choice_picker import ChoicePicker
@@ -163,15 +164,22 @@ class StepLoop:
 
     def _next_work(self) -> bool:
         """Wait until there is something to do, meanwhile moving idle caches to host RAM one at
-        a time (a request that arrives waits for one at most); False once closed and drained."""
+        a time (a request that arrives waits for one at most), then letting this thread's
+        OpenMP workers go (core.engine.openmp); False once closed and drained."""
+        rested = False
         while True:
             with self._cv:
                 if self._waiting or self._running or self._closed:
                     return bool(self._waiting or self._running)
-                if not self._table.has_parkable():
+                parkable = self._table.has_parkable()
+                if not parkable and rested:
                     self._cv.wait()
                     continue
-            self._table.park_one()
+            if parkable:
+                self._table.park_one()
+            else:
+                openmp.release_threads()
+                rested = True
 
     def _admit(self) -> None:
         """Admit waiting requests in arrival order while slots are free."""
