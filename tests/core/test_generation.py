@@ -187,6 +187,23 @@ async def test_embed_returns_unit_vectors_in_order(client: Client) -> None:
     assert response.usage.prompt_tokens > 15
 
 
+async def test_an_embedding_owes_nothing_to_the_input_before_it(client: Client) -> None:
+    # The context's cells are cleared between inputs, not zeroed: what a longer input left in
+    # them must stay masked out.
+    short = pb.EmbedInput(text="The cat sat on the mat.")
+    longer = pb.EmbedInput(text="Quarterly revenue grew by eight percent, " * 12)
+    alone = await client.inference.Embed(pb.EmbedRequest(model_id=DEFAULT_MODEL_ID, inputs=[short]))
+    after = await client.inference.Embed(
+        pb.EmbedRequest(model_id=DEFAULT_MODEL_ID, inputs=[longer, short])
+    )
+    assert list(after.embeddings[1].values) == pytest.approx(
+        list(alone.embeddings[0].values), abs=1e-5
+    )
+    assert list(after.embeddings[0].values) != pytest.approx(
+        list(alone.embeddings[0].values), abs=1e-2
+    )
+
+
 async def test_cancel_stops_the_token_loop_and_frees_the_model(client: Client) -> None:
     # End-of-generation tokens banned: only the cancel can end this before 1000 tokens.
     no_eog = {0: -100.0, 1: -100.0, 2: -100.0, 4: -100.0}
