@@ -19,10 +19,10 @@ from core.engine.types import LoadProgress, LoadStage
 from core.errors import InvalidRequest, MinervaError
 from core.importer.hparams import FAMILIES
 from core.importer.importer import Importer
-from core.metadata.gguf_reader import check_vocabulary
 from core.metadata.reader import PICKLE_REFUSAL
 from core.metadata.safetensors_reader import HF_ARCHITECTURE_KEY
 from core.metadata.types import HeaderInfo, ModelFormat
+from core.metadata.vocab_check import check_vocabulary
 from core.registry import ModelSpec
 from core.settings import auto_slots, default_kv_cache_tokens
 

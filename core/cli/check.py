@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import MinervaError
-from core.metadata.gguf_reader import check_vocabulary
 from core.metadata.reader import detect_format, read_header
 from core.metadata.types import ModelFormat, ModelMetadata
+from core.metadata.vocab_check import check_vocabulary
 
 NOT_A_MODEL = "not a model: expected a .gguf or .safetensors file or a checkpoint directory"
 

@@ -365,22 +365,21 @@ def _open_regular(path: Path) -> tuple[BinaryIO, int]:
     return os.fdopen(fd, "rb"), st.st_size
 
 
-def check_vocabulary(path: Path) -> None:
-    """InvalidModelFile when the vocabulary lists a token twice: llama.cpp aborts the whole
-    process loading such a file (a GGML_ASSERT in its vocabulary load)."""
-    repeat = repeated_token(path)
-    if repeat is not None:
-        first, second, text = repeat
-        raise InvalidModelFile(
-            f"{path}: its vocabulary lists the token {text[:64]!r} twice (ids {first} and "
-            f"{second}); llama.cpp cannot load such a file"
-        )
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """A GGUF's tokenizer as llama.cpp will read it (core.metadata.vocab_check judges it)."""
+
+    model: str  # tokenizer.ggml.model: "gpt2", "llama", "rwkv", ... ("" when absent)
+    # Token texts as C strings (cut at the first NUL); an empty one is "[EMPTY_<id>]".
+    tokens: tuple[bytes, ...]
 
 
-def repeated_token(path: Path) -> tuple[int, int, bytes] | None:
-    """The first token text the vocabulary lists twice: (first id, second id, text); None when
-    every one differs. The header is read again up to the token list; other arrays are skipped."""
+def read_vocabulary(path: Path) -> Vocabulary:
+    """The tokenizer model and token texts; the header is read again, other arrays skipped.
+    A token list that is not of strings reads as empty (llama.cpp refuses it with an error)."""
     fh, size = _open_regular(path)
+    model = ""
+    tokens: tuple[bytes, ...] = ()
     with fh:
         try:
             cur = _Cursor(fh, path, size)
@@ -389,34 +388,34 @@ def repeated_token(path: Path) -> tuple[int, int, bytes] | None:
                 key = cur.name(f"key of KV pair {index}")
                 vtype = cur.u32(f"value type of {key!r}")
                 if vtype != _VT.ARRAY:
-                    _read_value(cur, vtype, key)
+                    value = _read_value(cur, vtype, key)
+                    if key == gguf.Keys.Tokenizer.MODEL and isinstance(value, str):
+                        model = value
                 elif key != gguf.Keys.Tokenizer.LIST:
                     _skip_array(cur, key)
                 elif cur.u32(f"array type of {key!r}") == _VT.STRING:
-                    return _first_repeat(cur, cur.u64(f"array length of {key!r}"), key)
+                    tokens = _token_texts(cur, cur.u64(f"array length of {key!r}"), key)
                 else:
-                    return None  # llama.cpp refuses this one itself, with an error
+                    cur.pos -= 4
+                    _skip_array(cur, key)
         except OSError as exc:
             raise InvalidModelFile(f"{path}: read failed: {exc.strerror or exc}") from exc
         except MemoryError:
             raise InvalidModelFile(f"{path}: header too large to read") from None
-    return None
+    return Vocabulary(model, tokens)
 
 
-def _first_repeat(cur: _Cursor, count: int, key: str) -> tuple[int, int, bytes] | None:
+def _token_texts(cur: _Cursor, count: int, key: str) -> tuple[bytes, ...]:
     if count > (cur.size - cur.pos) // 8:
         raise cur.fail(f"array {key!r} has {count} strings, more than the file can hold", cur.pos)
-    seen: dict[bytes, int] = {}
+    texts = []
     for i in range(count):
         n = cur.u64(f"array {key!r} item {i}")
         cur.need(n, f"array {key!r} item {i}")
         # As llama.cpp reads it: a C string (to the first NUL); an empty one is "[EMPTY_<id>]".
-        text = bytes(cur.buf[cur.pos : cur.pos + n]).partition(b"\0")[0] or b"[EMPTY_%d]" % i
+        texts.append(bytes(cur.buf[cur.pos : cur.pos + n]).partition(b"\0")[0] or b"[EMPTY_%d]" % i)
         cur.pos += n
-        first = seen.setdefault(text, i)
-        if first != i:
-            return first, i, text
-    return None
+    return tuple(texts)
 
 
 def read_gguf(path: Path) -> HeaderInfo:

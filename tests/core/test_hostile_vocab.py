@@ -1,4 +1,5 @@
-"""A GGUF whose vocabulary repeats a token: llama.cpp would abort the whole process loading it."""
+"""GGUF vocabularies that would take the whole process down in llama.cpp: a repeated token (an
+abort while loading), an RWKV vocabulary with a dead end (its tokenizer allocates forever)."""
 
 from __future__ import annotations
 
@@ -34,24 +35,30 @@ def repeat_a_token(src: Path, dst: Path) -> tuple[int, int, bytes]:
     return first, first + 1, bytes(texts[first])
 
 
-async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
+def as_rwkv(src: Path, dst: Path) -> None:
+    """A copy of src whose tokenizer claims to be RWKV's ("gpt2" -> "rwkv", the same length): its
+    byte-level BPE tokens start with bytes such as 0xc2 that are no token by themselves."""
+    shutil.copy(src, dst)
+    reader = GGUFReader(dst, "r+")
+    field = reader.fields["tokenizer.ggml.model"]
+    assert bytes(field.parts[field.data[0]]) == b"gpt2"
+    field.parts[field.data[0]][:] = list(b"rwkv")
+    reader.data.flush()
+
+
+async def refused_while_others_are_served(models: Path, model_id: str) -> str:
+    """The details of the refusal to load `model_id`; the default model still answers after it."""
     (models / DEFAULT_MODEL_PATH.name).symlink_to(DEFAULT_MODEL_PATH)
-    first, second, text = repeat_a_token(DEFAULT_MODEL_PATH, models / "twice.gguf")
     core = await start(core_settings(models, allowed_roots=(models, DEFAULT_MODEL_PATH.parent)))
     client = Client(core)
     try:
         request = pb.GenerateRequest(
-            model_id="twice", text="Hi", sampling=pb.SamplingParams(max_tokens=2)
+            model_id=model_id, text="Hi", sampling=pb.SamplingParams(max_tokens=2)
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in client.inference.Generate(request):
                 pass
         assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-        details = caught.value.details() or ""
-        assert "twice.gguf" in details and repr(text) in details
-        assert f"ids {first} and {second}" in details
         good = pb.GenerateRequest(
             model_id=DEFAULT_MODEL_ID,
             text="The capital of France is",
@@ -59,6 +66,25 @@ async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: 
         )
         replies = [m async for m in client.inference.Generate(good)]
         assert replies[-1].final.usage.completion_tokens == 4
+        return caught.value.details() or ""
     finally:
         await client.channel.close()
         await core.stop(0)
+
+
+async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    first, second, text = repeat_a_token(DEFAULT_MODEL_PATH, models / "twice.gguf")
+    details = await refused_while_others_are_served(models, "twice")
+    assert "twice.gguf" in details and repr(text) in details
+    assert f"ids {first} and {second}" in details
+
+
+async def test_an_rwkv_dead_end_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    as_rwkv(DEFAULT_MODEL_PATH, models / "dead-end.gguf")
+    details = await refused_while_others_are_served(models, "dead-end")
+    assert "dead-end.gguf" in details and "RWKV" in details
+    assert "byte 0xc2" in details and "no token for that byte alone" in details

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf, repeated_token
+from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf, read_vocabulary
 from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
+from core.metadata.vocab_check import repeated_token
 from tests.unit.conftest import TINY_PARAMETERS, TINY_TEMPLATE, TINY_TOKENS, write_tiny_gguf
 
 VT = gguf.GGUFValueType
@@ -453,24 +454,32 @@ def test_repeated_token_finds_the_first_text_listed_twice(
     tiny_gguf: Path, make_tiny_gguf: Callable[..., Path]
 ) -> None:
     """llama.cpp aborts the process on a vocabulary with a repeated token: found beforehand."""
-    assert repeated_token(tiny_gguf) is None
+
+    def repeat(path: Path) -> tuple[int, int, bytes] | None:
+        return repeated_token(read_vocabulary(path))
+
+    assert repeat(tiny_gguf) is None
     tokens = [*TINY_TOKENS, "bc", "b"]
-    assert repeated_token(make_tiny_gguf("dup.gguf", tokens=tokens)) == (7, 10, b"bc")
+    assert repeat(make_tiny_gguf("dup.gguf", tokens=tokens)) == (7, 10, b"bc")
     # Compared as llama.cpp reads them: C strings, an empty one named by its id.
     empty = [*TINY_TOKENS, "", ""]
-    assert repeated_token(make_tiny_gguf("empty.gguf", tokens=empty)) is None
+    assert repeat(make_tiny_gguf("empty.gguf", tokens=empty)) is None
     nul = [*TINY_TOKENS, "q\0x", "q\0y"]
-    assert repeated_token(make_tiny_gguf("nul.gguf", tokens=nul)) == (10, 11, b"q")
+    assert repeat(make_tiny_gguf("nul.gguf", tokens=nul)) == (10, 11, b"q")
     named = [*TINY_TOKENS, "", "[EMPTY_10]"]
-    assert repeated_token(make_tiny_gguf("named.gguf", tokens=named)) == (10, 11, b"[EMPTY_10]")
+    assert repeat(make_tiny_gguf("named.gguf", tokens=named)) == (10, 11, b"[EMPTY_10]")
 
 
-def test_repeated_token_on_a_truncated_token_list_is_invalid(
-    tiny_gguf: Path, tmp_path: Path
-) -> None:
+def test_the_vocabulary_reads_the_tokenizer_model_and_texts(tiny_gguf: Path) -> None:
+    vocab = read_vocabulary(tiny_gguf)
+    assert vocab.model == "gpt2"
+    assert vocab.tokens == tuple(t.encode() for t in TINY_TOKENS)
+
+
+def test_a_truncated_token_list_is_invalid(tiny_gguf: Path, tmp_path: Path) -> None:
     data = tiny_gguf.read_bytes()
     cut = data.index(b" hello")  # the last token's text
     path = tmp_path / "cut.gguf"
     path.write_bytes(data[:cut])
     with pytest.raises(InvalidModelFile):
-        repeated_token(path)
+        read_vocabulary(path)

@@ -1,0 +1,86 @@
+"""Vocabularies llama.cpp cannot survive, refused before it sees them: it would take the whole
+process down with them (an abort, or a tokenizer loop that allocates until memory runs out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import InvalidModelFile
+from core.metadata.gguf_reader import Vocabulary, read_vocabulary
+
+RWKV = "rwkv"
+
+
+def check_vocabulary(path: Path) -> None:
+    """InvalidModelFile naming what llama.cpp would die of."""
+    vocab = read_vocabulary(path)
+    repeat = repeated_token(vocab)
+    if repeat is not None:
+        first, second, text = repeat
+        raise InvalidModelFile(
+            f"{path}: its vocabulary lists the token {text[:64]!r} twice (ids {first} and "
+            f"{second}); llama.cpp cannot load such a file"
+        )
+    dead_end = rwkv_dead_end(vocab)
+    if dead_end is not None:
+        byte, token_id, text = dead_end
+        raise InvalidModelFile(
+            f"{path}: its RWKV vocabulary has tokens starting with byte 0x{byte:02x} (such as id "
+            f"{token_id}, {text[:64]!r}) but no token for that byte alone; llama.cpp's tokenizer "
+            "would loop until memory runs out on text with that byte"
+        )
+
+
+def repeated_token(vocab: Vocabulary) -> tuple[int, int, bytes] | None:
+    """The first token text listed twice: (first id, second id, text); None when all differ.
+    (A GGML_ASSERT in llama.cpp's vocabulary load aborts on it.)"""
+    seen: dict[bytes, int] = {}
+    for i, text in enumerate(vocab.tokens):
+        first = seen.setdefault(text, i)
+        if first != i:
+            return first, i, text
+    return None
+
+
+def rwkv_dead_end(vocab: Vocabulary) -> tuple[int, int, bytes] | None:
+    """For an RWKV tokenizer: a byte that starts some token but is no token by itself, with the
+    first such token (byte, id, escaped text); None when there is none or it is not RWKV.
+
+    llama.cpp's RWKV tokenizer walks a trie of the tokens for the longest match; when the text's
+    next byte starts a path that holds no token it appends token 0 without advancing, forever
+    (measured: std::bad_alloc, the process aborts). Every path's first node holding a token
+    makes it advance at least one byte."""
+    if vocab.model != RWKV:
+        return None
+    texts = [rwkv_unescape(t) for t in vocab.tokens]
+    alone = {t[0] for t in texts if len(t) == 1}
+    for i, text in enumerate(texts):
+        if text and text[0] not in alone:
+            return text[0], i, vocab.tokens[i]
+    return None
+
+
+def rwkv_unescape(escaped: bytes) -> bytes:
+    """A token's bytes as llama.cpp's llama_unescape_rwkv_token makes them (\\t \\n \\r, \\xHH,
+    backslash before anything else), byte arithmetic included, its `char` signed as on x86."""
+    out = bytearray()
+    escaping, hex_left, acc = False, 0, 0
+    for c in escaped:
+        if hex_left:
+            value = c - 87 if 97 <= c < 128 else c - 48  # 'a' - 10 / '0', not checked
+            acc = ((acc << 4) + value) & 0xFF
+            hex_left -= 1
+            if not hex_left:
+                out.append(acc)
+                acc = 0
+        elif escaping:
+            escaping = False
+            if c == ord("x"):
+                hex_left = 2
+            else:
+                out.append({ord("t"): 9, ord("n"): 10, ord("r"): 13}.get(c, c))
+        elif c == ord("\\"):
+            escaping = True
+        else:
+            out.append(c)
+    return bytes(out)

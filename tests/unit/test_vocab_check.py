@@ -1,0 +1,49 @@
+"""Vocabularies llama.cpp cannot survive: the RWKV tokenizer's dead ends and its unescaping."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.metadata.gguf_reader import Vocabulary
+from core.metadata.vocab_check import RWKV, repeated_token, rwkv_dead_end, rwkv_unescape
+
+
+@pytest.mark.parametrize(
+    ("escaped", "raw"),
+    [
+        (b"abc", b"abc"),
+        (b"\\n", b"\n"),
+        (b"\\t\\r", b"\t\r"),
+        (b"\\x0a\\xff", b"\n\xff"),
+        (b"\\\\", b"\\"),
+        (b"\\q", b"q"),
+        (b"\\xG1", b"\x71"),  # llama.cpp does not check hex digits: ('G' - '0') << 4 + 1
+        (b"\\x\xc3\xa9", b"\xa9"),  # nor bytes past 0x7f (signed chars), all mod 256
+        (b"a\\", b"a"),  # a trailing backslash escapes nothing
+    ],
+)
+def test_rwkv_tokens_unescape_as_llama_cpp_does(escaped: bytes, raw: bytes) -> None:
+    assert rwkv_unescape(escaped) == raw
+
+
+def rwkv(*tokens: bytes) -> Vocabulary:
+    return Vocabulary(RWKV, tokens)
+
+
+def test_a_byte_that_starts_tokens_needs_a_token_of_its_own() -> None:
+    assert rwkv_dead_end(rwkv(b"a", b"b", b"ab", b"ba")) is None
+    assert rwkv_dead_end(rwkv(b"a", b"ab", b"bc")) == (ord("b"), 2, b"bc")
+    # Compared unescaped: "\n" alone is the escaped token \\n.
+    assert rwkv_dead_end(rwkv(b"\\n", b"\\n\\n")) is None
+    assert rwkv_dead_end(rwkv(b"x", b"\\n\\n")) == (10, 1, b"\\n\\n")
+    # Bytes no token starts with are fine: the tokenizer emits the unknown token and moves on.
+    assert rwkv_dead_end(rwkv(b"q")) is None
+
+
+def test_only_rwkv_vocabularies_are_walked_that_way() -> None:
+    assert rwkv_dead_end(Vocabulary("gpt2", (b"ab",))) is None
+
+
+def test_a_repeated_token_is_found_in_any_vocabulary() -> None:
+    assert repeated_token(Vocabulary("llama", (b"a", b"b", b"a"))) == (0, 2, b"a")
+    assert repeated_token(Vocabulary("llama", (b"a", b"b"))) is None
