@@ -1,5 +1,6 @@
 """Vocabularies llama.cpp cannot survive, refused before it sees them: it would take the whole
-process down with them (an abort, or a tokenizer loop that allocates until memory runs out)."""
+process down with them (an abort while loading, an exception thrown through its C API while
+tokenizing a client's text, or a tokenizer loop that allocates until memory runs out)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from core.errors import InvalidModelFile
 from core.metadata.gguf_reader import Vocabulary, read_vocabulary
 
 RWKV = "rwkv"
+SPM = "llama"  # SentencePiece (tokenizer.ggml.model)
+# Bytes that occur in UTF-8 text (all our prompts are): 0xc0, 0xc1 and 0xf5.. never do.
+UTF8_BYTES = (*range(0xC0), *range(0xC2, 0xF5))
 
 
 def check_vocabulary(path: Path) -> None:
@@ -20,6 +24,13 @@ def check_vocabulary(path: Path) -> None:
         raise InvalidModelFile(
             f"{path}: its vocabulary lists the token {text[:64]!r} twice (ids {first} and "
             f"{second}); llama.cpp cannot load such a file"
+        )
+    missing = spm_missing_byte(vocab)
+    if missing is not None:
+        raise InvalidModelFile(
+            f"{path}: its SentencePiece vocabulary has no byte token <0x{missing:02X}> (nor that "
+            "byte as a token); llama.cpp aborts the process on text whose characters fall back "
+            "to it"
         )
     dead_end = rwkv_dead_end(vocab)
     if dead_end is not None:
@@ -39,6 +50,22 @@ def repeated_token(vocab: Vocabulary) -> tuple[int, int, bytes] | None:
         first = seen.setdefault(text, i)
         if first != i:
             return first, i, text
+    return None
+
+
+def spm_missing_byte(vocab: Vocabulary) -> int | None:
+    """For a SentencePiece tokenizer: the first byte of UTF-8 text with no token to fall back to,
+    None when every one has one or it is not SentencePiece.
+
+    A character that is no token (nor merges into one) is emitted byte by byte, each as its
+    "<0xXX>" token or else the token that is that byte alone, looked up with unordered_map::at:
+    the std::out_of_range escapes llama_tokenize and terminates the process (measured, on "é")."""
+    if vocab.model != SPM:
+        return None
+    tokens = set(vocab.tokens)
+    for byte in UTF8_BYTES:
+        if b"<0x%02X>" % byte not in tokens and (byte == 0 or bytes([byte]) not in tokens):
+            return byte  # byte 0 alone is the empty text, which llama.cpp never maps
     return None
 
 

@@ -1,5 +1,6 @@
 """GGUF vocabularies that would take the whole process down in llama.cpp: a repeated token (an
-abort while loading), an RWKV vocabulary with a dead end (its tokenizer allocates forever)."""
+abort while loading), a SentencePiece vocabulary without a byte token (an abort tokenizing "é"),
+an RWKV vocabulary with a dead end (its tokenizer allocates forever)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def repeat_a_token(src: Path, dst: Path) -> tuple[int, int, bytes]:
     texts[first + 1][:] = texts[first]
     reader.data.flush()
     return first, first + 1, bytes(texts[first])
+
+
+def without_byte_token(src: Path, dst: Path, byte: int) -> None:
+    """A copy of SentencePiece src whose "<0xXX>" token for `byte` is spelled in lower case (the
+    same length, and no longer what llama.cpp looks up)."""
+    shutil.copy(src, dst)
+    reader = GGUFReader(dst, "r+")
+    field = reader.fields["tokenizer.ggml.tokens"]
+    wanted = b"<0x%02X>" % byte
+    text = next(field.parts[i] for i in field.data if bytes(field.parts[i]) == wanted)
+    text[:] = list(wanted.lower())
+    reader.data.flush()
 
 
 def as_rwkv(src: Path, dst: Path) -> None:
@@ -79,6 +92,16 @@ async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: 
     details = await refused_while_others_are_served(models, "twice")
     assert "twice.gguf" in details and repr(text) in details
     assert f"ids {first} and {second}" in details
+
+
+async def test_a_missing_byte_token_is_refused_and_the_core_keeps_serving(
+    tmp_path: Path, extra_model_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    without_byte_token(extra_model_path, models / "no-c3.gguf", 0xC3)
+    details = await refused_while_others_are_served(models, "no-c3")
+    assert "no-c3.gguf" in details and "no byte token <0xC3>" in details
 
 
 async def test_an_rwkv_dead_end_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:

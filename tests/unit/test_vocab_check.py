@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from core.metadata.gguf_reader import Vocabulary
-from core.metadata.vocab_check import RWKV, repeated_token, rwkv_dead_end, rwkv_unescape
+from core.metadata.vocab_check import (
+    RWKV,
+    SPM,
+    repeated_token,
+    rwkv_dead_end,
+    rwkv_unescape,
+    spm_missing_byte,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +54,27 @@ def test_only_rwkv_vocabularies_are_walked_that_way() -> None:
 def test_a_repeated_token_is_found_in_any_vocabulary() -> None:
     assert repeated_token(Vocabulary("llama", (b"a", b"b", b"a"))) == (0, 2, b"a")
     assert repeated_token(Vocabulary("llama", (b"a", b"b"))) is None
+
+
+def spm(*tokens: bytes) -> Vocabulary:
+    return Vocabulary(SPM, tokens)
+
+
+ALL_BYTES = tuple(b"<0x%02X>" % b for b in range(256))
+
+
+def test_sentencepiece_needs_a_token_for_every_byte_of_utf8_text() -> None:
+    assert spm_missing_byte(spm(b"<unk>", *ALL_BYTES)) is None
+    without = tuple(t for t in ALL_BYTES if t != b"<0xC3>")
+    assert spm_missing_byte(spm(*without)) == 0xC3
+    # The byte itself as a token is the fallback's fallback; byte 0 has none (empty text).
+    assert spm_missing_byte(spm(*without, b"\xc3")) is None
+    assert spm_missing_byte(spm(*ALL_BYTES[1:], b"")) == 0
+    # Bytes UTF-8 never uses may be missing; lower-case hex is not what llama.cpp looks up.
+    unused = (b"<0xC0>", b"<0xC1>", *(b"<0x%02X>" % b for b in range(0xF5, 0x100)))
+    assert spm_missing_byte(spm(*(t for t in ALL_BYTES if t not in unused))) is None
+    assert spm_missing_byte(spm(*(t.lower() if t == b"<0xAB>" else t for t in ALL_BYTES))) == 0xAB
+
+
+def test_other_tokenizers_have_no_byte_fallback_to_check() -> None:
+    assert spm_missing_byte(Vocabulary("gpt2", (b"a",))) is None
