@@ -19,6 +19,8 @@ from core.engine.types import LoadProgress, LoadStage
 from core.errors import InvalidRequest, MinervaError
 from core.importer.hparams import FAMILIES
 from core.importer.importer import Importer
+from core.metadata.gguf_reader import read_gguf
+from core.metadata.hparams_check import check_hyperparameters
 from core.metadata.reader import PICKLE_REFUSAL
 from core.metadata.safetensors_reader import HF_ARCHITECTURE_KEY
 from core.metadata.types import HeaderInfo, ModelFormat
@@ -57,7 +59,10 @@ def _load_gguf(
     spec: ModelSpec, sizing: Sizing, factory: EngineFactory, progress: ProgressSink
 ) -> Engine:
     _warn_if_no_gpu(spec)
-    check_vocabulary(spec.path)  # before llama.cpp, which would abort the process
+    # Before llama.cpp, which would abort the process on these (an imported checkpoint's GGUF
+    # included: its config is the client's too).
+    check_hyperparameters(spec.path, read_gguf(spec.path))
+    check_vocabulary(spec.path)
     opts = LoadOptions(
         path=spec.path,
         context_size=sizing.context_size,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import MinervaError
+from core.metadata.hparams_check import check_hyperparameters
 from core.metadata.reader import detect_format, read_header
 from core.metadata.types import ModelFormat, ModelMetadata
 from core.metadata.vocab_check import check_vocabulary
@@ -36,6 +37,7 @@ def check_path(path: Path) -> CheckResult:
     try:
         header = read_header(path, fmt)
         if fmt is ModelFormat.GGUF:
+            check_hyperparameters(path, header)
             check_vocabulary(path)
         return CheckResult(path, metadata=header.metadata)
     except MinervaError as exc:

@@ -10,11 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from minerva.v1 import inference_pb2 as pb
 from minerva.v1 import inference_pb2_grpc, models_pb2_grpc
 
 from core.server import CoreServer, start
 from core.settings import Settings
-from tests.conftest import DEFAULT_MODEL_PATH
+from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH
 
 CORRUPT_ID = "corrupt"
 
@@ -62,3 +63,29 @@ async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clie
     yield c
     await c.channel.close()
     await core.stop(0)
+
+
+async def refused_while_others_are_served(models: Path, model_id: str) -> str:
+    """The details of the refusal to load `model_id`; the default model still answers after it."""
+    (models / DEFAULT_MODEL_PATH.name).symlink_to(DEFAULT_MODEL_PATH)
+    core = await start(core_settings(models, allowed_roots=(models, DEFAULT_MODEL_PATH.parent)))
+    client = Client(core)
+    try:
+        request = pb.GenerateRequest(
+            model_id=model_id, text="Hi", sampling=pb.SamplingParams(max_tokens=2)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in client.inference.Generate(request):
+                pass
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        good = pb.GenerateRequest(
+            model_id=DEFAULT_MODEL_ID,
+            text="The capital of France is",
+            sampling=pb.SamplingParams(temperature=0, max_tokens=4),
+        )
+        replies = [m async for m in client.inference.Generate(good)]
+        assert replies[-1].final.usage.completion_tokens == 4
+        return caught.value.details() or ""
+    finally:
+        await client.channel.close()
+        await core.stop(0)

@@ -7,14 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import grpc
 import pytest
 from gguf import GGUFReader
-from minerva.v1 import inference_pb2 as pb
 
-from core.server import start
-from tests.conftest import DEFAULT_MODEL_ID, DEFAULT_MODEL_PATH
-from tests.core.conftest import Client, core_settings
+from tests.conftest import DEFAULT_MODEL_PATH
+from tests.core.conftest import refused_while_others_are_served
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,32 +54,6 @@ def as_rwkv(src: Path, dst: Path) -> None:
     assert bytes(field.parts[field.data[0]]) == b"gpt2"
     field.parts[field.data[0]][:] = list(b"rwkv")
     reader.data.flush()
-
-
-async def refused_while_others_are_served(models: Path, model_id: str) -> str:
-    """The details of the refusal to load `model_id`; the default model still answers after it."""
-    (models / DEFAULT_MODEL_PATH.name).symlink_to(DEFAULT_MODEL_PATH)
-    core = await start(core_settings(models, allowed_roots=(models, DEFAULT_MODEL_PATH.parent)))
-    client = Client(core)
-    try:
-        request = pb.GenerateRequest(
-            model_id=model_id, text="Hi", sampling=pb.SamplingParams(max_tokens=2)
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in client.inference.Generate(request):
-                pass
-        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-        good = pb.GenerateRequest(
-            model_id=DEFAULT_MODEL_ID,
-            text="The capital of France is",
-            sampling=pb.SamplingParams(temperature=0, max_tokens=4),
-        )
-        replies = [m async for m in client.inference.Generate(good)]
-        assert replies[-1].final.usage.completion_tokens == 4
-        return caught.value.details() or ""
-    finally:
-        await client.channel.close()
-        await core.stop(0)
 
 
 async def test_a_repeated_token_is_refused_and_the_core_keeps_serving(tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""GGUF hyperparameters llama.cpp asserts on, refused before it sees them: a GGML_ASSERT aborts
+the whole process (measured: block_count 0 or 1000 while loading; a negative or NaN norm epsilon
+at the first decode), where a refused file costs nobody else anything.
+
+The rules mirror llama_model::load_hparams (and ggml's norm kernels) of the llama.cpp that the
+pinned llama-cpp-python vendors. Values llama.cpp reads from arrays (a per-layer expert count)
+are not read here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import InvalidModelFile
+from core.metadata.types import HeaderInfo
+
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
+MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
+EPSILONS = ("layer_norm_epsilon", "layer_norm_rms_epsilon", "group_norm_epsilon")
+
+
+def check_hyperparameters(path: Path, header: HeaderInfo) -> None:
+    """InvalidModelFile naming the first value llama.cpp would abort on."""
+    problem = hyperparameter_problem(header)
+    if problem is not None:
+        raise InvalidModelFile(f"{path}: {problem}; llama.cpp would abort on it")
+
+
+def hyperparameter_problem(header: HeaderInfo) -> str | None:
+    """What llama.cpp would abort on, or None."""
+    arch = header.metadata.architecture
+    counts = _Counts(arch, header)
+    layers = counts.get("block_count")
+    if layers is not None and not 0 < layers <= MAX_LAYERS:
+        return f"{arch}.block_count is {layers}, outside 1..{MAX_LAYERS}"
+    for name in ("nextn_predict_layers", "posnet.block_count", "convnext.block_count"):
+        value = counts.get(name)
+        if layers is not None and value is not None and not 0 <= value <= layers:
+            return f"{arch}.{name} is {value}, outside 0..{layers} (its block_count)"
+    problem = _experts(counts)
+    if problem is not None:
+        return problem
+    for name in EPSILONS:
+        eps = header.scalars.get(f"{arch}.attention.{name}")
+        if isinstance(eps, float) and not eps >= 0.0:  # NaN too
+            return f"{arch}.attention.{name} is {eps}, not a number >= 0"
+    return None
+
+
+class _Counts:
+    """The architecture's integer hyperparameters by name (None: absent or not an integer)."""
+
+    def __init__(self, arch: str, header: HeaderInfo) -> None:
+        self.arch = arch
+        self._scalars = header.scalars
+
+    def get(self, name: str) -> int | None:
+        value = self._scalars.get(f"{self.arch}.{name}")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _experts(counts: _Counts) -> str | None:
+    experts = counts.get("expert_count") or 0
+    used = counts.get("expert_used_count") or 0
+    groups = counts.get("expert_group_count") or 0
+    groups_used = counts.get("expert_group_used_count") or 0
+    where = f"{counts.arch}.expert_count is {experts}"
+    if not 0 <= experts <= MAX_EXPERTS:
+        return f"{where}, outside 0..{MAX_EXPERTS}"
+    if experts == 0:
+        return None if used == groups == 0 else f"{where}, yet experts are used or grouped"
+    if not 0 < used <= experts:
+        return f"{where} and expert_used_count {used}, outside 1..{experts}"
+    if not 0 <= groups < experts:
+        return f"{where} and expert_group_count {groups}, not below it"
+    if groups > 1 and (experts % groups or not 0 < groups_used < groups):
+        return (
+            f"{where} in {groups} groups, {groups_used} used: the groups must divide the "
+            f"experts and 1..{groups - 1} be used"
+        )
+    return None
