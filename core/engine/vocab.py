@@ -34,9 +34,20 @@ class Vocab:
                 self._vocab, data, len(data), buf, capacity, add_special, parse_special
             )
             if n >= 0:
-                return list(buf[:n])
+                return self._known(buf[:n])
             capacity = -n
         raise InvalidRequest("the text could not be tokenized", param="text")
+
+    def _known(self, tokens: list[int]) -> list[int]:
+        """The ids, all of them tokens: a vocabulary without an unknown token (RWKV's, or a
+        short WordPiece one) gives -1 for text it cannot encode, and llama.cpp would abort the
+        process on that id later."""
+        if any(not 0 <= t < self.n_vocab for t in tokens):
+            raise InvalidRequest(
+                "the model's vocabulary cannot encode part of the text (it has no unknown token)",
+                param="text",
+            )
+        return tokens
 
     def piece(self, token: int, special: bool = False) -> bytes:
         """The token's bytes; a control token's text only with `special`."""

@@ -11,6 +11,8 @@ from core.metadata.gguf_reader import Vocabulary, read_vocabulary
 
 RWKV = "rwkv"
 SPM = "llama"  # SentencePiece (tokenizer.ggml.model)
+# No tokenizer at all: llama.cpp loads the weights, then asserts on the first tokenize or piece.
+NO_VOCAB = ("none", "no_vocab")
 # Bytes that occur in UTF-8 text (all our prompts are): 0xc0, 0xc1 and 0xf5.. never do.
 UTF8_BYTES = (*range(0xC0), *range(0xC2, 0xF5))
 
@@ -18,6 +20,11 @@ UTF8_BYTES = (*range(0xC0), *range(0xC2, 0xF5))
 def check_vocabulary(path: Path) -> None:
     """InvalidModelFile naming what llama.cpp would die of."""
     vocab = read_vocabulary(path)
+    if vocab.model in NO_VOCAB:
+        raise InvalidModelFile(
+            f"{path}: it has no tokenizer (tokenizer.ggml.model {vocab.model!r}); llama.cpp "
+            "aborts on its first tokenize"
+        )
     repeat = repeated_token(vocab)
     if repeat is not None:
         first, second, text = repeat
@@ -70,19 +77,22 @@ def spm_missing_byte(vocab: Vocabulary) -> int | None:
 
 
 def rwkv_dead_end(vocab: Vocabulary) -> tuple[int, int, bytes] | None:
-    """For an RWKV tokenizer: a byte that starts some token but is no token by itself, with the
-    first such token (byte, id, escaped text); None when there is none or it is not RWKV.
+    """For an RWKV tokenizer: a byte of UTF-8 text that starts some token but is no token by
+    itself, with the first such token (byte, id, escaped text); None when there is none or it
+    is not RWKV.
 
     llama.cpp's RWKV tokenizer walks a trie of the tokens for the longest match; when the text's
-    next byte starts a path that holds no token it appends token 0 without advancing, forever
-    (measured: std::bad_alloc, the process aborts). Every path's first node holding a token
-    makes it advance at least one byte."""
+    next byte starts a path that holds no token it appends token 0 and goes back to the start of
+    the text, forever (measured: std::bad_alloc, the process aborts). Every path's first node
+    holding a token makes it advance at least one byte. (A byte no token starts with gives the
+    unknown token, -1 for RWKV: core.engine.vocab refuses that text.)"""
     if vocab.model != RWKV:
         return None
     texts = [rwkv_unescape(t) for t in vocab.tokens]
     alone = {t[0] for t in texts if len(t) == 1}
+    reachable = set(UTF8_BYTES)
     for i, text in enumerate(texts):
-        if text and text[0] not in alone:
+        if text and text[0] in reachable and text[0] not in alone:
             return text[0], i, vocab.tokens[i]
     return None
 

@@ -43,8 +43,11 @@ def test_a_byte_that_starts_tokens_needs_a_token_of_its_own() -> None:
     # Compared unescaped: "\n" alone is the escaped token \\n.
     assert rwkv_dead_end(rwkv(b"\\n", b"\\n\\n")) is None
     assert rwkv_dead_end(rwkv(b"x", b"\\n\\n")) == (10, 1, b"\\n\\n")
-    # Bytes no token starts with are fine: the tokenizer emits the unknown token and moves on.
+    # A byte no token starts with gives the unknown token (-1 for RWKV, which
+    # core.engine.vocab refuses) and moves on; one UTF-8 text never holds is never met.
     assert rwkv_dead_end(rwkv(b"q")) is None
+    assert rwkv_dead_end(rwkv(b"a", b"\\xff\\x41")) is None
+    assert rwkv_dead_end(rwkv(b"a", b"\\xc3\\xa9")) == (0xC3, 1, b"\\xc3\\xa9")
 
 
 def test_only_rwkv_vocabularies_are_walked_that_way() -> None:
