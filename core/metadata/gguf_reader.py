@@ -372,13 +372,15 @@ class Vocabulary:
     model: str  # tokenizer.ggml.model: "gpt2", "llama", "rwkv", ... ("" when absent)
     # Token texts as C strings (cut at the first NUL); an empty one is "[EMPTY_<id>]".
     tokens: tuple[bytes, ...]
+    # tokenizer.ggml.precompiled_charsmap (SentencePiece's normalizer, for "t5"), when a byte array.
+    charsmap: bytes = b""
 
 
 def read_vocabulary(path: Path) -> Vocabulary:
     """The tokenizer model and token texts; the header is read again, other arrays skipped.
     A token list that is not of strings reads as empty (llama.cpp refuses it with an error)."""
     fh, size = _open_regular(path)
-    model = ""
+    model, charsmap = "", b""
     tokens: tuple[bytes, ...] = ()
     with fh:
         try:
@@ -391,6 +393,8 @@ def read_vocabulary(path: Path) -> Vocabulary:
                     value = _read_value(cur, vtype, key)
                     if key == gguf.Keys.Tokenizer.MODEL and isinstance(value, str):
                         model = value
+                elif key == gguf.Keys.Tokenizer.PRECOMPILED_CHARSMAP:
+                    charsmap = _byte_array(cur, key)
                 elif key != gguf.Keys.Tokenizer.LIST:
                     _skip_array(cur, key)
                 elif cur.u32(f"array type of {key!r}") == _VT.STRING:
@@ -402,7 +406,21 @@ def read_vocabulary(path: Path) -> Vocabulary:
             raise InvalidModelFile(f"{path}: read failed: {exc.strerror or exc}") from exc
         except MemoryError:
             raise InvalidModelFile(f"{path}: header too large to read") from None
-    return Vocabulary(model, tokens)
+    return Vocabulary(model, tokens, charsmap)
+
+
+def _byte_array(cur: _Cursor, key: str) -> bytes:
+    """An array of (u)int8 as bytes; any other array is skipped and reads as empty (llama.cpp
+    refuses it with an error)."""
+    start = cur.pos
+    if cur.u32(f"array type of {key!r}") not in (_VT.UINT8, _VT.INT8):
+        cur.pos = start
+        _skip_array(cur, key)
+        return b""
+    count = cur.u64(f"array length of {key!r}")
+    cur.need(count, f"array {key!r}")
+    cur.pos += count
+    return bytes(cur.buf[cur.pos - count : cur.pos])
 
 
 def _token_texts(cur: _Cursor, count: int, key: str) -> tuple[bytes, ...]:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import InvalidModelFile
 from core.metadata.gguf_reader import Vocabulary, read_vocabulary
 
 RWKV = "rwkv"
+UGM = "t5"  # SentencePiece's unigram model, with its normalizer's character map
 SPM = "llama"  # SentencePiece (tokenizer.ggml.model)
 # No tokenizer at all: llama.cpp loads the weights, then asserts on the first tokenize or piece.
 NO_VOCAB = ("none", "no_vocab")
@@ -38,6 +41,12 @@ def check_vocabulary(path: Path) -> None:
             f"{path}: its SentencePiece vocabulary has no byte token <0x{missing:02X}> (nor that "
             "byte as a token); llama.cpp aborts the process on text whose characters fall back "
             "to it"
+        )
+    charsmap = charsmap_problem(vocab)
+    if charsmap is not None:
+        raise InvalidModelFile(
+            f"{path}: its precompiled_charsmap {charsmap}; llama.cpp's tokenizer would throw "
+            "through its C API on such text, terminating the process"
         )
     dead_end = rwkv_dead_end(vocab)
     if dead_end is not None:
@@ -121,3 +130,57 @@ def rwkv_unescape(escaped: bytes) -> bytes:
         else:
             out.append(c)
     return bytes(out)
+
+
+def charsmap_problem(vocab: Vocabulary) -> str | None:
+    """For a unigram ("t5") tokenizer: where walking its normalizer's character map for some
+    UTF-8 text would read outside the map; None when no text can.
+
+    llama.cpp checks only the map's size header when loading. Tokenizing then walks an
+    XOR-compressed double array from the root, one byte of the text at a time, each read
+    bounds-checked by throwing std::runtime_error, which terminates the process from inside
+    llama_tokenize. So every state reachable from the root, with every byte text can hold, is
+    walked here as llama.cpp walks it (node layout: llama-vocab.cpp xcda_array_view)."""
+    if vocab.model != UGM or len(vocab.charsmap) < 4:
+        return None  # no map: nothing walked (a short one llama.cpp refuses itself)
+    blob = int.from_bytes(vocab.charsmap[:4], "little")
+    if blob + 4 >= len(vocab.charsmap):
+        return None  # llama.cpp refuses it while loading
+    nodes = np.frombuffer(vocab.charsmap[4 : 4 + blob - blob % 4], dtype="<u4").astype(np.int64)
+    if not len(nodes):
+        return None
+    replacements = vocab.charsmap[4 + blob :]
+    labels = np.array([b for b in UTF8_BYTES if b], dtype=np.int64)  # 0 ends the walk
+    root = _base(int(nodes[0]))
+    seen, todo = {root}, [root]
+    while todo:
+        state = todo.pop()
+        index = state ^ labels
+        if int(index.max()) >= len(nodes):
+            byte = int(labels[int(np.argmax(index >= len(nodes)))])
+            return f"sends byte 0x{byte:02x} from node {state} past its {len(nodes)} entries"
+        packed = nodes[index]
+        child = packed & 0x800000FF == labels  # LCHECK (with bit 31, which never matches)
+        for node, packed_node in zip(index[child].tolist(), packed[child].tolist(), strict=True):
+            following = node ^ _base(packed_node)
+            if packed_node >> 8 & 1:  # a leaf: its replacement's offset is read next
+                problem = _replacement_problem(nodes, following, replacements)
+                if problem is not None:
+                    return problem
+            if following not in seen:
+                seen.add(following)
+                todo.append(following)
+    return None
+
+
+def _base(packed: int) -> int:
+    return (packed >> 10) << ((packed & (1 << 9)) >> 6)
+
+
+def _replacement_problem(nodes: np.ndarray, node: int, replacements: bytes) -> str | None:
+    if node >= len(nodes):
+        return f"has a match whose replacement node {node} is past its {len(nodes)} entries"
+    offset = int(nodes[node]) & 0x7FFFFFFF
+    if offset >= len(replacements) or b"\0" not in replacements[offset:]:
+        return f"has a replacement at offset {offset} that is not a string inside it"
+    return None

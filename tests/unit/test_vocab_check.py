@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
+import gguf
+import numpy as np
 import pytest
 
-from core.metadata.gguf_reader import Vocabulary
+from core.errors import InvalidModelFile
+from core.metadata.gguf_reader import Vocabulary, read_vocabulary
 from core.metadata.vocab_check import (
     RWKV,
     SPM,
+    UGM,
+    charsmap_problem,
+    check_vocabulary,
     repeated_token,
     rwkv_dead_end,
     rwkv_unescape,
@@ -81,3 +90,60 @@ def test_sentencepiece_needs_a_token_for_every_byte_of_utf8_text() -> None:
 
 def test_other_tokenizers_have_no_byte_fallback_to_check() -> None:
     assert spm_missing_byte(Vocabulary("gpt2", (b"a",))) is None
+
+
+def charsmap(nodes: int = 512, value: int = 0, replacements: bytes = b"A\0") -> bytes:
+    """A normalizer map as SentencePiece lays it out: "a" -> "A". The root (node 0, base 0)
+    leads by "a" to node 97, a leaf whose base 256 points at node 353, which holds the offset
+    of the replacement."""
+    array = np.zeros(nodes, dtype="<u4")
+    array[97] = 97 | 1 << 8 | 256 << 10  # LCHECK "a", LEAF, BASE 256
+    if nodes > 353:
+        array[353] = value
+    blob = array.tobytes()
+    return struct.pack("<I", len(blob)) + blob + replacements
+
+
+def t5(map_bytes: bytes) -> Vocabulary:
+    return Vocabulary(UGM, (b"<pad>", b"</s>", b"<unk>", b"a"), map_bytes)
+
+
+def test_a_normalizer_map_every_text_can_walk_is_accepted() -> None:
+    # Checked against llama.cpp: this map tokenizes "abc" and "xyz é"; each broken one below
+    # terminates the process on "a" (XCDA out of bounds, replacement offset, unterminated).
+    assert charsmap_problem(t5(charsmap())) is None
+    assert charsmap_problem(Vocabulary("gpt2", (b"a",), charsmap(nodes=300))) is None
+
+
+@pytest.mark.parametrize(
+    ("broken", "said"),
+    [
+        (charsmap(nodes=300), "replacement node 353 is past its 300 entries"),
+        (charsmap(nodes=200), "sends byte 0xc8 from node 0 past its 200 entries"),
+        (charsmap(value=100), "replacement at offset 100 that is not a string"),
+        (charsmap(replacements=b"A"), "replacement at offset 0 that is not a string"),
+    ],
+)
+def test_a_normalizer_map_some_text_walks_out_of_is_refused(broken: bytes, said: str) -> None:
+    problem = charsmap_problem(t5(broken))
+    assert problem is not None and said in problem
+
+
+def test_the_charsmap_is_read_from_the_file(tmp_path: Path) -> None:
+    writer = gguf.GGUFWriter(tmp_path / "t5.gguf", "t5")
+    writer.add_tokenizer_model("t5")
+    writer.add_token_list(["<pad>", "a"])
+    map_bytes = charsmap(nodes=300)
+    writer.add_key_value(
+        gguf.Keys.Tokenizer.PRECOMPILED_CHARSMAP,
+        list(map_bytes),
+        gguf.GGUFValueType.ARRAY,
+        sub_type=gguf.GGUFValueType.UINT8,
+    )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    vocab = read_vocabulary(tmp_path / "t5.gguf")
+    assert vocab.charsmap == map_bytes
+    with pytest.raises(InvalidModelFile, match="its precompiled_charsmap has a match"):
+        check_vocabulary(tmp_path / "t5.gguf")
