@@ -305,7 +305,10 @@ async def _marker_tokens(engine: Engine, syntax: ToolSyntax) -> frozenset[int]:
     """The syntax's markers that this vocabulary holds as single (control) tokens."""
     found = set()
     for marker in markers(syntax):
-        ids = await engine.tokenizer.tokenize(marker, False, parse_special=True)
+        try:
+            ids = await engine.tokenizer.tokenize(marker, False, parse_special=True)
+        except InvalidRequest:  # a vocabulary that cannot encode it has no such token
+            continue
         if len(ids) == 1:
             found.add(ids[0])
     return frozenset(found)

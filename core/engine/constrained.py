@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.engine.vocab import Vocab
+from core.errors import InvalidRequest
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")], align=False)
 
@@ -112,8 +113,8 @@ class LazyGrammar:
         is accepted; False (the grammar then unusable) when the text does not fit it."""
         try:
             tokens = vocab.tokenize(text.decode("utf-8"), False, True)
-        except UnicodeDecodeError:  # a character cut in two: no grammar starts so
-            return False
+        except (UnicodeDecodeError, InvalidRequest):  # a character cut in two, or text the
+            return False  # vocabulary cannot encode: no grammar starts so
         for token in tokens:
             if not candidates.allows(self.grammar, token):
                 return False

@@ -3,8 +3,8 @@ the whole process (measured: block_count 0 or 1000 while loading; a negative or 
 at the first decode), where a refused file costs nobody else anything.
 
 The rules mirror llama_model::load_hparams (and ggml's norm kernels) of the llama.cpp that the
-pinned llama-cpp-python vendors. Values llama.cpp reads from arrays (a per-layer expert count)
-are not read here.
+pinned llama-cpp-python vendors. Values llama.cpp reads from arrays (a per-layer count of experts
+used) are not read here: their rules are skipped rather than guessed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from core.metadata.types import HeaderInfo
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
 EPSILONS = ("layer_norm_epsilon", "layer_norm_rms_epsilon", "group_norm_epsilon")
+ROPE_SCALING = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALING_TYPES
+# Architectures whose one "expert" llama.cpp reads as none (load_hparams does so itself).
+NO_SINGLE_EXPERT = ("hunyuan-dense", "hunyuan_vl")
 
 
 def check_hyperparameters(path: Path, header: HeaderInfo) -> None:
@@ -44,6 +47,9 @@ def hyperparameter_problem(header: HeaderInfo) -> str | None:
         eps = header.scalars.get(f"{arch}.attention.{name}")
         if isinstance(eps, float) and not eps >= 0.0:  # NaN too
             return f"{arch}.attention.{name} is {eps}, not a number >= 0"
+    scaling = header.scalars.get(f"{arch}.rope.scaling.type")
+    if isinstance(scaling, str) and scaling.partition("\0")[0] not in ROPE_SCALING:
+        return f"{arch}.rope.scaling.type is {scaling[:32]!r}, none of {', '.join(ROPE_SCALING)}"
     return None
 
 
@@ -53,6 +59,10 @@ class _Counts:
     def __init__(self, arch: str, header: HeaderInfo) -> None:
         self.arch = arch
         self._scalars = header.scalars
+        self._arrays = header.array_lengths
+
+    def is_array(self, name: str) -> bool:
+        return f"{self.arch}.{name}" in self._arrays
 
     def get(self, name: str) -> int | None:
         value = self._scalars.get(f"{self.arch}.{name}")
@@ -62,14 +72,20 @@ class _Counts:
 def _experts(counts: _Counts) -> str | None:
     experts = counts.get("expert_count") or 0
     used = counts.get("expert_used_count") or 0
+    per_layer = counts.is_array("expert_used_count")  # its largest value is not read here
     groups = counts.get("expert_group_count") or 0
     groups_used = counts.get("expert_group_used_count") or 0
+    if counts.arch in NO_SINGLE_EXPERT and experts <= 1:
+        experts = used = 0
+        per_layer = False
     where = f"{counts.arch}.expert_count is {experts}"
     if not 0 <= experts <= MAX_EXPERTS:
         return f"{where}, outside 0..{MAX_EXPERTS}"
     if experts == 0:
-        return None if used == groups == 0 else f"{where}, yet experts are used or grouped"
-    if not 0 < used <= experts:
+        if groups or (used and not per_layer):
+            return f"{where}, yet experts are used or grouped"
+        return None
+    if not per_layer and not 0 < used <= experts:
         return f"{where} and expert_used_count {used}, outside 1..{experts}"
     if not 0 <= groups < experts:
         return f"{where} and expert_group_count {groups}, not below it"

@@ -150,6 +150,7 @@ def charsmap_problem(vocab: Vocabulary) -> str | None:
     if not len(nodes):
         return None
     replacements = vocab.charsmap[4 + blob :]
+    strings_end = replacements.rfind(b"\0")  # a replacement must start before the last NUL
     labels = np.array([b for b in UTF8_BYTES if b], dtype=np.int64)  # 0 ends the walk
     root = _base(int(nodes[0]))
     seen, todo = {root}, [root]
@@ -164,7 +165,7 @@ def charsmap_problem(vocab: Vocabulary) -> str | None:
         for node, packed_node in zip(index[child].tolist(), packed[child].tolist(), strict=True):
             following = node ^ _base(packed_node)
             if packed_node >> 8 & 1:  # a leaf: its replacement's offset is read next
-                problem = _replacement_problem(nodes, following, replacements)
+                problem = _replacement_problem(nodes, following, strings_end)
                 if problem is not None:
                     return problem
             if following not in seen:
@@ -177,10 +178,10 @@ def _base(packed: int) -> int:
     return (packed >> 10) << ((packed & (1 << 9)) >> 6)
 
 
-def _replacement_problem(nodes: np.ndarray, node: int, replacements: bytes) -> str | None:
+def _replacement_problem(nodes: np.ndarray, node: int, strings_end: int) -> str | None:
     if node >= len(nodes):
         return f"has a match whose replacement node {node} is past its {len(nodes)} entries"
     offset = int(nodes[node]) & 0x7FFFFFFF
-    if offset >= len(replacements) or b"\0" not in replacements[offset:]:
+    if offset > strings_end:  # past the end, or no NUL after it
         return f"has a replacement at offset {offset} that is not a string inside it"
     return None

@@ -227,6 +227,25 @@ def test_a_trigger_the_grammar_cannot_continue_is_refused_not_fed(checker: Check
         checker.vocab.free_sampler(sampler)
 
 
+def test_a_trigger_the_vocabulary_cannot_encode_starts_no_grammar(
+    checker: Checker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A vocabulary without an unknown token refuses such text (core.engine.vocab): that choice
+    # goes on without the grammar instead of failing every request of the step.
+    def refuse(*_args: object) -> list[int]:
+        raise InvalidRequest("the model's vocabulary cannot encode part of the text")
+
+    sampler = checker.vocab.grammar_sampler('root ::= "<tool_call>\\n" [a-z]+')
+    assert sampler is not None
+    try:
+        monkeypatch.setattr(checker.vocab, "tokenize", refuse)
+        assert not LazyGrammar(sampler, b"<").wake(
+            b"<tool_call>\n", checker.vocab, checker.candidates
+        )
+    finally:
+        checker.vocab.free_sampler(sampler)
+
+
 def test_no_lazy_grammar_with_a_response_schema_or_without_auto() -> None:
     request = ToolRequest((WEATHER,), ToolChoice(ToolChoiceMode.AUTO), True)
     assert lazy_trigger(ToolSyntax.HERMES, request, "") == "<tool_call>"

@@ -10,10 +10,13 @@ from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
 SANE = {"llama.block_count": 30, "llama.attention.layer_norm_rms_epsilon": 1e-5}
 
 
-def header(**changes: object) -> HeaderInfo:
+def header(
+    arch: str = "llama", arrays: dict[str, int] | None = None, **changes: object
+) -> HeaderInfo:
     scalars = {**SANE, **{k.replace("__", "."): v for k, v in changes.items()}}
-    meta = ModelMetadata(format=ModelFormat.GGUF, architecture="llama")
-    return HeaderInfo(meta, scalars=scalars)  # type: ignore[arg-type]
+    scalars = {k.replace("llama.", f"{arch}.", 1): v for k, v in scalars.items()}
+    meta = ModelMetadata(format=ModelFormat.GGUF, architecture=arch)
+    return HeaderInfo(meta, scalars=scalars, array_lengths=arrays or {})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -59,3 +62,35 @@ def test_values_llama_cpp_asserts_on(changes: dict[str, object], problem: str | 
         assert found is None
     else:
         assert found is not None and problem in found
+
+
+def test_a_per_layer_count_of_experts_used_is_not_guessed() -> None:
+    # Nemotron-H writes expert_used_count as an array (llama.cpp's get_key_or_arr): not read
+    # here, so its rules are skipped rather than failed.
+    per_layer = {"llama.expert_used_count": 30}
+    assert hyperparameter_problem(header(arrays=per_layer, llama__expert_count=8)) is None
+    grouped = header(arrays=per_layer, llama__expert_group_count=2)
+    assert "yet experts are used or grouped" in (hyperparameter_problem(grouped) or "")
+
+
+def test_hunyuan_reads_one_expert_as_none() -> None:
+    one = {"hunyuan-dense.expert_count": 1}
+    assert hyperparameter_problem(header("hunyuan-dense", **one)) is None
+    assert "expert_used_count 0" in (hyperparameter_problem(header(llama__expert_count=1)) or "")
+
+
+@pytest.mark.parametrize(
+    ("scaling", "refused"),
+    [
+        ("yarn", False),
+        ("none", False),
+        ("longrope", False),
+        ("yarn\0junk", False),
+        ("dynamic", True),
+    ],
+)
+def test_an_unknown_rope_scaling_type_is_refused(scaling: str, refused: bool) -> None:
+    problem = hyperparameter_problem(header(llama__rope__scaling__type=scaling))
+    assert (problem is not None) is refused
+    if refused:
+        assert "rope.scaling.type is 'dynamic'" in (problem or "")
