@@ -37,6 +37,8 @@ MAX_KEY_BYTES = (1 << 16) - 1
 # (a chat template is kilobytes), and a lying length must not make the reader decode, cache and
 # serve hundreds of megabytes (about 3x the string's size in memory, 5x if not ASCII).
 MAX_STRING_BYTES = 1 << 20
+# Integer arrays this short are read (per-layer counts: llama.cpp allows 512 layers).
+MAX_LAYER_VALUES = 512
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -53,6 +55,11 @@ _SCALARS: dict[int, struct.Struct] = {
     _VT.UINT64: struct.Struct("<Q"),
     _VT.INT64: struct.Struct("<q"),
     _VT.FLOAT64: struct.Struct("<d"),
+}
+_SMALL_ARRAY_ITEMS = {
+    _VT.UINT32: _SCALARS[_VT.UINT32],
+    _VT.INT32: _SCALARS[_VT.INT32],
+    _VT.BOOL: _SCALARS[_VT.BOOL],
 }
 _TENSOR_TYPES = {int(t): t for t in gguf.GGMLQuantizationType}
 _FILE_TYPES = {int(t): t for t in gguf.LlamaFileType}
@@ -204,10 +211,14 @@ def _skip_array(cur: _Cursor, key: str) -> int:
     return count
 
 
-def _read_kvs(cur: _Cursor, kv_count: int) -> tuple[dict[str, Scalar], dict[str, int]]:
-    """Read every KV pair: scalars by key, and the lengths of the (skipped) arrays."""
+def _read_kvs(
+    cur: _Cursor, kv_count: int
+) -> tuple[dict[str, Scalar], dict[str, int], dict[str, tuple[int, ...]]]:
+    """Read every KV pair: scalars by key, the lengths of the arrays, and the values of the
+    short integer ones (per-layer counts); other arrays are skipped."""
     scalars: dict[str, Scalar] = {}
     lengths: dict[str, int] = {}
+    small: dict[str, tuple[int, ...]] = {}
     seen: set[str] = set()
     for index in range(kv_count):
         start = cur.pos
@@ -217,10 +228,28 @@ def _read_kvs(cur: _Cursor, kv_count: int) -> tuple[dict[str, Scalar], dict[str,
         seen.add(key)
         vtype = cur.u32(f"value type of {key!r}")
         if vtype == _VT.ARRAY:
-            lengths[key] = _skip_array(cur, key)
+            values = _small_int_array(cur, key)
+            if values is None:
+                lengths[key] = _skip_array(cur, key)
+            else:
+                lengths[key], small[key] = len(values), values
         elif (value := _read_value(cur, vtype, key)) is not None:
             scalars[key] = value
-    return scalars, lengths
+    return scalars, lengths, small
+
+
+def _small_int_array(cur: _Cursor, key: str) -> tuple[int, ...] | None:
+    """An array of at most MAX_LAYER_VALUES (u)int32 or bool items, read; else None with the
+    cursor left where it was."""
+    start = cur.pos
+    item_type = cur.u32(f"array type of {key!r}")
+    count = cur.u64(f"array length of {key!r}")
+    fmt = _SMALL_ARRAY_ITEMS.get(item_type)
+    if fmt is None or count > MAX_LAYER_VALUES:
+        cur.pos = start
+        return None
+    values = tuple(cur.unpack(fmt, f"array {key!r}")[0] for _ in range(count))
+    return tuple(int(v) for v in values)
 
 
 def _read_tensor(cur: _Cursor, index: int) -> _Tensor:
@@ -297,7 +326,11 @@ def _str(scalars: dict[str, Scalar], key: str) -> str:
 
 
 def _build(
-    size: int, scalars: dict[str, Scalar], lengths: dict[str, int], tensors: list[_Tensor]
+    size: int,
+    scalars: dict[str, Scalar],
+    lengths: dict[str, int],
+    small: dict[str, tuple[int, ...]],
+    tensors: list[_Tensor],
 ) -> HeaderInfo:
     arch = _str(scalars, gguf.Keys.General.ARCHITECTURE)
     template = _str(scalars, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
@@ -322,6 +355,7 @@ def _build(
         chat_template=template or None,
         scalars=scalars,
         array_lengths=lengths,
+        small_arrays=small,
     )
 
 
@@ -443,11 +477,11 @@ def read_gguf(path: Path) -> HeaderInfo:
         try:
             cur = _Cursor(fh, path, size)
             tensor_count, kv_count = _read_preamble(cur)
-            scalars, lengths = _read_kvs(cur, kv_count)
+            scalars, lengths, small = _read_kvs(cur, kv_count)
             tensors = _read_tensors(cur, tensor_count)
             _check_tensor_data(cur, tensors, _alignment(cur, scalars))
         except OSError as exc:
             raise InvalidModelFile(f"{path}: read failed: {exc.strerror or exc}") from exc
         except MemoryError:
             raise InvalidModelFile(f"{path}: header too large to read") from None
-    return _build(size, scalars, lengths, tensors)
+    return _build(size, scalars, lengths, small, tensors)

@@ -3,8 +3,7 @@ the whole process (measured: block_count 0 or 1000 while loading; a negative or 
 at the first decode), where a refused file costs nobody else anything.
 
 The rules mirror llama_model::load_hparams (and ggml's norm kernels) of the llama.cpp that the
-pinned llama-cpp-python vendors. Values llama.cpp reads from arrays (a per-layer count of experts
-used) are not read here: their rules are skipped rather than guessed.
+pinned llama-cpp-python vendors, per-layer counts (an array of one value per layer) included.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ def hyperparameter_problem(header: HeaderInfo) -> str | None:
         value = counts.get(name)
         if layers is not None and value is not None and not 0 <= value <= layers:
             return f"{arch}.{name} is {value}, outside 0..{layers} (its block_count)"
-    problem = _experts(counts)
+    problem = _experts(counts, layers)
     if problem is not None:
         return problem
     for name in EPSILONS:
@@ -59,33 +58,36 @@ class _Counts:
     def __init__(self, arch: str, header: HeaderInfo) -> None:
         self.arch = arch
         self._scalars = header.scalars
-        self._arrays = header.array_lengths
+        self._arrays = header.small_arrays
 
-    def is_array(self, name: str) -> bool:
-        return f"{self.arch}.{name}" in self._arrays
+    def largest(self, name: str, layers: int | None) -> int | None:
+        """The value, or the largest of a per-layer array as llama.cpp reads it into uint32s
+        (an array of another length than the layers it refuses itself: None)."""
+        values = self._arrays.get(f"{self.arch}.{name}")
+        if values is None:
+            return self.get(name)
+        if layers is None or len(values) != layers:
+            return None
+        return max((v & 0xFFFFFFFF for v in values), default=0)
 
     def get(self, name: str) -> int | None:
         value = self._scalars.get(f"{self.arch}.{name}")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _experts(counts: _Counts) -> str | None:
+def _experts(counts: _Counts, layers: int | None) -> str | None:
     experts = counts.get("expert_count") or 0
-    used = counts.get("expert_used_count") or 0
-    per_layer = counts.is_array("expert_used_count")  # its largest value is not read here
+    used = counts.largest("expert_used_count", layers) or 0  # llama.cpp: n_expert_used_max()
     groups = counts.get("expert_group_count") or 0
     groups_used = counts.get("expert_group_used_count") or 0
     if counts.arch in NO_SINGLE_EXPERT and experts <= 1:
         experts = used = 0
-        per_layer = False
     where = f"{counts.arch}.expert_count is {experts}"
     if not 0 <= experts <= MAX_EXPERTS:
         return f"{where}, outside 0..{MAX_EXPERTS}"
     if experts == 0:
-        if groups or (used and not per_layer):
-            return f"{where}, yet experts are used or grouped"
-        return None
-    if not per_layer and not 0 < used <= experts:
+        return f"{where}, yet experts are used or grouped" if used or groups else None
+    if not 0 < used <= experts:
         return f"{where} and expert_used_count {used}, outside 1..{experts}"
     if not 0 <= groups < experts:
         return f"{where} and expert_group_count {groups}, not below it"

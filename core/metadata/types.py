@@ -45,3 +45,5 @@ class HeaderInfo:
     scalars: dict[str, str | int | float | bool] = field(default_factory=dict)
     # The header's arrays (e.g. tokenizer tables) by key: their lengths only.
     array_lengths: dict[str, int] = field(default_factory=dict)
+    # Short integer arrays by key, with their values (GGUF per-layer counts).
+    small_arrays: dict[str, tuple[int, ...]] = field(default_factory=dict)

@@ -483,3 +483,22 @@ def test_a_truncated_token_list_is_invalid(tiny_gguf: Path, tmp_path: Path) -> N
     path.write_bytes(data[:cut])
     with pytest.raises(InvalidModelFile):
         read_vocabulary(path)
+
+
+def test_short_integer_arrays_are_kept_with_their_values(tmp_path: Path) -> None:
+    writer = gguf.GGUFWriter(tmp_path / "layers.gguf", "llama")
+    writer.add_block_count(3)
+    writer.add_array("llama.expert_used_count", [2, 2, 4])
+    writer.add_array("llama.swa_layers", [True, False, True])
+    writer.add_array("llama.long", list(range(513)))
+    writer.add_token_list(["a", "b"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    header = read_gguf(tmp_path / "layers.gguf")
+    assert header.small_arrays == {
+        "llama.expert_used_count": (2, 2, 4),
+        "llama.swa_layers": (1, 0, 1),
+    }
+    assert header.array_lengths["llama.long"] == 513
+    assert header.array_lengths["tokenizer.ggml.tokens"] == 2

@@ -11,12 +11,14 @@ SANE = {"llama.block_count": 30, "llama.attention.layer_norm_rms_epsilon": 1e-5}
 
 
 def header(
-    arch: str = "llama", arrays: dict[str, int] | None = None, **changes: object
+    arch: str = "llama", arrays: dict[str, tuple[int, ...]] | None = None, **changes: object
 ) -> HeaderInfo:
     scalars = {**SANE, **{k.replace("__", "."): v for k, v in changes.items()}}
     scalars = {k.replace("llama.", f"{arch}.", 1): v for k, v in scalars.items()}
     meta = ModelMetadata(format=ModelFormat.GGUF, architecture=arch)
-    return HeaderInfo(meta, scalars=scalars, array_lengths=arrays or {})  # type: ignore[arg-type]
+    arrays = arrays or {}
+    lengths = {k: len(v) for k, v in arrays.items()}
+    return HeaderInfo(meta, scalars=scalars, array_lengths=lengths, small_arrays=arrays)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -64,13 +66,20 @@ def test_values_llama_cpp_asserts_on(changes: dict[str, object], problem: str | 
         assert found is not None and problem in found
 
 
-def test_a_per_layer_count_of_experts_used_is_not_guessed() -> None:
-    # Nemotron-H writes expert_used_count as an array (llama.cpp's get_key_or_arr): not read
-    # here, so its rules are skipped rather than failed.
-    per_layer = {"llama.expert_used_count": 30}
-    assert hyperparameter_problem(header(arrays=per_layer, llama__expert_count=8)) is None
-    grouped = header(arrays=per_layer, llama__expert_group_count=2)
-    assert "yet experts are used or grouped" in (hyperparameter_problem(grouped) or "")
+def test_a_per_layer_count_of_experts_used_counts_by_its_largest_value() -> None:
+    # Nemotron-H writes expert_used_count as an array (llama.cpp's get_key_or_arr).
+    def used(*values: int) -> dict[str, tuple[int, ...]]:
+        return {"llama.expert_used_count": values}
+
+    assert hyperparameter_problem(header(arrays=used(*[2] * 30), llama__expert_count=8)) is None
+    too_many = header(arrays=used(*[2] * 29, 9), llama__expert_count=8)
+    assert "expert_used_count 9" in (hyperparameter_problem(too_many) or "")
+    assert hyperparameter_problem(header(arrays=used(*[0] * 30))) is None
+    stray = header(arrays=used(*[0] * 29, 1))
+    assert "yet experts are used or grouped" in (hyperparameter_problem(stray) or "")
+    # Read into uint32s: a negative int32 is a huge count.
+    negative = header(arrays=used(*[2] * 29, -1), llama__expert_count=8)
+    assert "expert_used_count 4294967295" in (hyperparameter_problem(negative) or "")
 
 
 def test_hunyuan_reads_one_expert_as_none() -> None:
