@@ -13,7 +13,7 @@ from core.errors import InsufficientStorage, InvalidModelFile, ShuttingDown
 from core.importer.cache import ImportCache, identity_key, source_files
 from core.importer.hparams import read_hparams
 from core.importer.tensors import plan_tensors
-from core.importer.vocab import read_vocab
+from core.importer.vocab import check_imported_vocabulary, read_vocab
 from core.importer.writer import IMPORTER_VERSION, output_bytes, write_gguf
 from core.metadata.safetensors_reader import CONFIG_NAME, read_config, tensor_entries
 from core.settings import ImportType
@@ -57,6 +57,7 @@ class Importer:
             # Tensors first: their shapes bound vocab_size before the vocabulary is padded to it.
             jobs = plan_tensors(hp, entries, wanted, path)
             vocab = read_vocab(directory, config, hp.vocab_size)
+            check_imported_vocabulary(vocab, directory)  # before minutes of conversion
             self.cache.check_space(output_bytes(vocab, jobs), model_id)
             started = time.perf_counter()
 

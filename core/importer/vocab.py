@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidModelFile, UnsupportedModel
+from core.metadata.gguf_reader import Vocabulary, llama_token_text
 from core.metadata.safetensors_reader import (
     TOKENIZER_CONFIG_NAME,
     chat_template,
     load_json_file,
 )
+from core.metadata.vocab_check import vocabulary_problem
 
 TOKENIZER_NAME = "tokenizer.json"
 
@@ -370,3 +372,12 @@ def read_vocab(directory: Path, config: dict[str, object], vocab_size: int) -> V
         add_eos=add_eos is True,
         chat_template=chat_template(directory),
     )
+
+
+def check_imported_vocabulary(vocab: Vocab, directory: Path) -> None:
+    """InvalidModelFile when llama.cpp could not survive the vocabulary the import would write
+    (the loaded GGUF is checked again, core.metadata.vocab_check): found before converting."""
+    texts = tuple(llama_token_text(t.encode("utf-8"), i) for i, t in enumerate(vocab.tokens))
+    problem = vocabulary_problem(Vocabulary(vocab.kind.value, texts))
+    if problem is not None:
+        raise _fail(directory / TOKENIZER_NAME, problem)

@@ -464,10 +464,15 @@ def _token_texts(cur: _Cursor, count: int, key: str) -> tuple[bytes, ...]:
     for i in range(count):
         n = cur.u64(f"array {key!r} item {i}")
         cur.need(n, f"array {key!r} item {i}")
-        # As llama.cpp reads it: a C string (to the first NUL); an empty one is "[EMPTY_<id>]".
-        texts.append(bytes(cur.buf[cur.pos : cur.pos + n]).partition(b"\0")[0] or b"[EMPTY_%d]" % i)
+        texts.append(llama_token_text(bytes(cur.buf[cur.pos : cur.pos + n]), i))
         cur.pos += n
     return tuple(texts)
+
+
+def llama_token_text(raw: bytes, token_id: int) -> bytes:
+    """A token's text as llama.cpp reads it: a C string (to the first NUL); an empty one is
+    "[EMPTY_<id>]"."""
+    return raw.partition(b"\0")[0] or b"[EMPTY_%d]" % token_id
 
 
 def read_gguf(path: Path) -> HeaderInfo:

@@ -22,40 +22,46 @@ UTF8_BYTES = (*range(0xC0), *range(0xC2, 0xF5))
 
 def check_vocabulary(path: Path) -> None:
     """InvalidModelFile naming what llama.cpp would die of."""
-    vocab = read_vocabulary(path)
+    problem = vocabulary_problem(read_vocabulary(path))
+    if problem is not None:
+        raise InvalidModelFile(f"{path}: {problem}")
+
+
+def vocabulary_problem(vocab: Vocabulary) -> str | None:
+    """What llama.cpp would die of with this vocabulary, or None."""
     if vocab.model in NO_VOCAB:
-        raise InvalidModelFile(
-            f"{path}: it has no tokenizer (tokenizer.ggml.model {vocab.model!r}); llama.cpp "
-            "aborts on its first tokenize"
+        return (
+            f"it has no tokenizer (tokenizer.ggml.model {vocab.model!r}); llama.cpp aborts on "
+            "its first tokenize"
         )
     repeat = repeated_token(vocab)
     if repeat is not None:
         first, second, text = repeat
-        raise InvalidModelFile(
-            f"{path}: its vocabulary lists the token {text[:64]!r} twice (ids {first} and "
-            f"{second}); llama.cpp cannot load such a file"
+        return (
+            f"its vocabulary lists the token {text[:64]!r} twice (ids {first} and {second}); "
+            "llama.cpp cannot load such a file"
         )
     missing = spm_missing_byte(vocab)
     if missing is not None:
-        raise InvalidModelFile(
-            f"{path}: its SentencePiece vocabulary has no byte token <0x{missing:02X}> (nor that "
-            "byte as a token); llama.cpp aborts the process on text whose characters fall back "
-            "to it"
+        return (
+            f"its SentencePiece vocabulary has no byte token <0x{missing:02X}> (nor that byte as "
+            "a token); llama.cpp aborts the process on text whose characters fall back to it"
         )
     charsmap = charsmap_problem(vocab)
     if charsmap is not None:
-        raise InvalidModelFile(
-            f"{path}: its precompiled_charsmap {charsmap}; llama.cpp's tokenizer would throw "
-            "through its C API on such text, terminating the process"
+        return (
+            f"its precompiled_charsmap {charsmap}; llama.cpp's tokenizer would throw through "
+            "its C API on such text, terminating the process"
         )
     dead_end = rwkv_dead_end(vocab)
     if dead_end is not None:
         byte, token_id, text = dead_end
-        raise InvalidModelFile(
-            f"{path}: its RWKV vocabulary has tokens starting with byte 0x{byte:02x} (such as id "
-            f"{token_id}, {text[:64]!r}) but no token for that byte alone; llama.cpp's tokenizer "
-            "would loop until memory runs out on text with that byte"
+        return (
+            f"its RWKV vocabulary has tokens starting with byte 0x{byte:02x} (such as id "
+            f"{token_id}, {text[:64]!r}) but no token for that byte alone; llama.cpp's "
+            "tokenizer would loop until memory runs out on text with that byte"
         )
+    return None
 
 
 def repeated_token(vocab: Vocabulary) -> tuple[int, int, bytes] | None:

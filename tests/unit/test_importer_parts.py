@@ -21,7 +21,13 @@ from core.errors import InvalidModelFile, UnsupportedModel
 from core.importer.cache import ImportCache, identity_key, source_files
 from core.importer.hparams import RopeKind, read_hparams
 from core.importer.tensors import _permute, llama3_rope_factors, plan_tensors
-from core.importer.vocab import TokenType, VocabKind, pre_tokenizer_type, read_vocab
+from core.importer.vocab import (
+    TokenType,
+    VocabKind,
+    check_imported_vocabulary,
+    pre_tokenizer_type,
+    read_vocab,
+)
 from core.metadata.safetensors_reader import tensor_entries
 from core.settings import ImportType
 from scripts.export_hf import unpermute
@@ -423,6 +429,21 @@ def test_tokens_llama_cpp_would_abort_on_are_refused(tmp_path: Path, bad: str) -
     )
     with pytest.raises(InvalidModelFile, match="is empty or holds a NUL character"):
         read_vocab(tmp_path, {}, 272)
+
+
+def test_a_vocabulary_llama_cpp_could_not_survive_is_refused_before_converting(
+    tmp_path: Path,
+) -> None:
+    # A byte_fallback tokenizer without <0xC3>: llama.cpp would terminate on "é" (vocab_check).
+    tiny_checkpoint(tmp_path, sentencepiece=True, shape=Shape(vocab=280))
+    check_imported_vocabulary(read_vocab(tmp_path, {}, 280), tmp_path)
+    _edit_tokenizer(
+        tmp_path,
+        lambda d: d["model"]["vocab"].update({"<0xc3>": d["model"]["vocab"].pop("<0xC3>")}),
+    )
+    vocab = read_vocab(tmp_path, {}, 280)
+    with pytest.raises(InvalidModelFile, match="no byte token <0xC3>"):
+        check_imported_vocabulary(vocab, tmp_path)
 
 
 def test_rope_settings_llama_cpp_would_not_honour_are_refused() -> None:
