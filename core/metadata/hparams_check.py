@@ -46,6 +46,9 @@ def hyperparameter_problem(header: HeaderInfo) -> str | None:
         eps = header.scalars.get(f"{arch}.attention.{name}")
         if isinstance(eps, float) and not eps >= 0.0:  # NaN too
             return f"{arch}.attention.{name} is {eps}, not a number >= 0"
+    problem = _rope_dimensions(counts)
+    if problem is not None:
+        return problem
     scaling = header.scalars.get(f"{arch}.rope.scaling.type")
     if isinstance(scaling, str) and scaling.partition("\0")[0] not in ROPE_SCALING:
         return f"{arch}.rope.scaling.type is {scaling[:32]!r}, none of {', '.join(ROPE_SCALING)}"
@@ -73,6 +76,24 @@ class _Counts:
     def get(self, name: str) -> int | None:
         value = self._scalars.get(f"{self.arch}.{name}")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _rope_dimensions(counts: _Counts) -> str | None:
+    """ggml's rope kernel asserts on an odd count or one wider than a head (measured on a
+    gemma3 file, at the first decode); llama.cpp checks it when loading for a few
+    architectures only."""
+    rope = counts.get("rope.dimension_count")
+    if rope is None:
+        return None
+    if rope % 2:
+        return f"{counts.arch}.rope.dimension_count is {rope}, an odd number"
+    head = counts.get("attention.key_length")
+    if head is None:
+        embedding, heads = counts.get("embedding_length"), counts.get("attention.head_count")
+        head = embedding // heads if embedding and heads else None
+    if head and rope > head:
+        return f"{counts.arch}.rope.dimension_count is {rope}, wider than a head ({head})"
+    return None
 
 
 def _experts(counts: _Counts, layers: int | None) -> str | None:

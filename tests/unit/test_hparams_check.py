@@ -56,6 +56,20 @@ def header(
         ({"llama__attention__layer_norm_epsilon": float("nan")}, "is nan, not a number >= 0"),
         ({"llama__attention__group_norm_epsilon": 0.0}, None),
         ({"llama__block_count": "30"}, None),  # not an integer: llama.cpp's own type check
+        ({"llama__rope__dimension_count": 63}, "rope.dimension_count is 63, an odd number"),
+        (
+            {"llama__rope__dimension_count": 512, "llama__attention__key_length": 256},
+            "rope.dimension_count is 512, wider than a head (256)",
+        ),
+        (
+            {
+                "llama__rope__dimension_count": 128,
+                "llama__embedding_length": 576,
+                "llama__attention__head_count": 9,
+            },
+            "wider than a head (64)",
+        ),
+        ({"llama__rope__dimension_count": 64, "llama__attention__key_length": 192}, None),
     ],
 )
 def test_values_llama_cpp_asserts_on(changes: dict[str, object], problem: str | None) -> None:
