@@ -42,7 +42,7 @@ class Vocab:
         """The ids, all of them tokens: a vocabulary without an unknown token (RWKV's, or a
         short WordPiece one) gives -1 for text it cannot encode, and llama.cpp would abort the
         process on that id later."""
-        if any(not 0 <= t < self.n_vocab for t in tokens):
+        if tokens and (min(tokens) < 0 or max(tokens) >= self.n_vocab):  # C-speed scans
             raise InvalidRequest(
                 "the model's vocabulary cannot encode part of the text (it has no unknown token)",
                 param="text",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidModelFile, UnsupportedModel
-from core.metadata.gguf_reader import Vocabulary, llama_token_text
+from core.metadata.gguf_vocab import Vocabulary, llama_token_text
 from core.metadata.safetensors_reader import (
     TOKENIZER_CONFIG_NAME,
     chat_template,

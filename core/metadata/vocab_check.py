@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import Vocabulary, read_vocabulary
+from core.metadata.gguf_vocab import Vocabulary, read_vocabulary
 
 RWKV = "rwkv"
 UGM = "t5"  # SentencePiece's unigram model, with its normalizer's character map

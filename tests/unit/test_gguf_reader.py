@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import MAX_STRING_BYTES, read_gguf, read_vocabulary
+from core.metadata.gguf_cursor import MAX_STRING_BYTES
+from core.metadata.gguf_reader import read_gguf
+from core.metadata.gguf_vocab import read_vocabulary
 from core.metadata.types import HeaderInfo, ModelFormat, ModelMetadata
 from core.metadata.vocab_check import repeated_token
 from tests.unit.conftest import TINY_PARAMETERS, TINY_TEMPLATE, TINY_TOKENS, write_tiny_gguf

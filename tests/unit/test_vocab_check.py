@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidModelFile
-from core.metadata.gguf_reader import Vocabulary, read_vocabulary
+from core.metadata.gguf_vocab import Vocabulary, read_vocabulary
 from core.metadata.vocab_check import (
     RWKV,
     SPM,
